@@ -212,8 +212,13 @@ def load_schema(name_or_path: str | Path) -> Schema:
                 "or pass the path of your own schema YAML")
     elif not p.exists():
         raise FileNotFoundError(f"schema file {p} does not exist")
-    with open(p, encoding="utf-8") as fh:
-        doc = yaml.safe_load(fh)
+    try:
+        with open(p, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{p}: not valid YAML ({exc}); fix the file or see radpriv/schemas/__init__.py") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{p}: a schema file must be a mapping with name, task and findings")
     return _parse(doc, p)
 
 
