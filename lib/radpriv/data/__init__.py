@@ -1,0 +1,1 @@
+"""Datasets: manifests, validated readers, synthetic corpora, splits."""
