@@ -177,7 +177,7 @@ def _resolve_files(doc: dict, mpath: Path | None, data_root: str | Path | None, 
                     if doc.get("access") in ("credentialed", "local") else "check the path or download the data")
             raise DataError(path, f"file not found (manifest {mpath})", field=f"files[{i}].path", hint=hint)
         actual = sha256_file(path) if path.is_file() else ""
-        expected = spec.get("sha256")
+        expected = str(spec["sha256"]) if spec.get("sha256") is not None else None
         if verify and expected and actual != expected:
             raise DataError(path, f"sha256 mismatch: expected {expected}, got {actual}", field=f"files[{i}].sha256",
                             hint="the file changed or is not the one the manifest describes; restore it, "

@@ -21,6 +21,12 @@ def assign_splits(labels, seed: int = 0, fractions: tuple[float, float, float] =
     n = len(y)
     idx = np.arange(n)
     out = np.empty(n, dtype=object)
+    if n < 10:  # too few rows to stratify: a seeded shuffle cut by the fractions
+        order = np.random.RandomState(seed).permutation(n)
+        n_tr = max(1, round(fractions[0] * n))
+        n_va = round(fractions[1] * n)
+        out[order[:n_tr]], out[order[n_tr:n_tr + n_va]], out[order[n_tr + n_va:]] = "train", "validation", "test"
+        return out
     rest_frac = fractions[1] + fractions[2]
     test_within_rest = fractions[2] / rest_frac
     if y.ndim == 1:

@@ -43,7 +43,9 @@ class State(str, Enum):
         """Accept a State, its value, or common spellings (true/false/1/0/-1/blank)."""
         if isinstance(value, State):
             return value
-        key = str(value).strip().lower().replace(" ", "_").replace("-", "_")
+        key = str(value).strip().lower()
+        if key not in _STATE_SPELLINGS:
+            key = key.replace(" ", "_").replace("-", "_")
         try:
             return _STATE_SPELLINGS[key]
         except KeyError:
