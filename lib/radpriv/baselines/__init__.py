@@ -1,0 +1,5 @@
+"""Non-LLM baselines."""
+
+from radpriv.baselines.rules import RuleLabeler
+
+__all__ = ["RuleLabeler"]
