@@ -1,0 +1,80 @@
+"""Score a labeler's answers against a reference frame (both in the dataset-frame convention).
+
+One entry point for every comparator row in the studies (rules, LLMs, human reader):
+:func:`score_labels` returns a tidy table ``metric, value, ci_low, ci_high, n`` with bootstrap 95 %
+confidence intervals (``scipy.stats.bootstrap``, paired resampling of reports).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import bootstrap
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+from radpriv.schemas import Schema, to_binary
+
+
+def _aligned(truth: pd.DataFrame, pred: pd.DataFrame, cols: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    missing = [c for c in ["report_id", *cols] if c not in pred.columns]
+    if missing:
+        raise ValueError(f"prediction frame lacks column(s) {missing}")
+    p = pred.set_index("report_id").reindex(truth["report_id"])
+    unknown = p.index[p[cols].isna().any(axis=1)].tolist()
+    if unknown:
+        raise ValueError(f"{len(unknown)} reference reports have no prediction (e.g. {unknown[:3]}); "
+                         "score answered reports explicitly with a subset of the reference, never by dropping")
+    return truth.reset_index(drop=True), p.reset_index()
+
+
+def bootstrap_metric(fn, n: int, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Point estimate and percentile bootstrap CI of ``fn(idx)`` over resampled row indices."""
+    idx = np.arange(n)
+    value = float(fn(idx))
+    if n_resamples <= 0 or n < 2:
+        return value, float("nan"), float("nan")
+    res = bootstrap((idx,), lambda i: fn(i.astype(int)), n_resamples=n_resamples, confidence_level=confidence,
+                    method="percentile", vectorized=False, random_state=np.random.default_rng(seed))
+    return value, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def binarize(frame: pd.DataFrame, ids: list[str], policy: str = "exclusive") -> np.ndarray:
+    """0/1 matrix from State columns: present -> 1; uncertain -> 1 (inclusive) or 0 (exclusive)."""
+    return np.array([[to_binary(v, policy) for v in frame[c]] for c in ids], dtype=int).T
+
+
+def score_labels(truth: pd.DataFrame, pred: pd.DataFrame, schema: Schema, n_resamples: int = 1000, seed: int = 0,
+                 policy: str = "exclusive") -> pd.DataFrame:
+    """Metrics with bootstrap CIs. Single-label: accuracy and macro/weighted P/R/F1 over categories.
+    Multi-label: macro/weighted/micro F1 of positive (= present, or present+uncertain when
+    ``policy='inclusive'``) over findings occurring in the reference, and label-level state accuracy."""
+    if schema.task == "single":
+        t, p = _aligned(truth, pred, ["label"])
+        yt, yp = t["label"].to_numpy(), p["label"].to_numpy()
+        labels = list(schema.ids)
+        metrics = {
+            "accuracy": lambda i: accuracy_score(yt[i], yp[i]),
+            "macro_precision": lambda i: precision_score(yt[i], yp[i], labels=labels, average="macro", zero_division=0),
+            "macro_recall": lambda i: recall_score(yt[i], yp[i], labels=labels, average="macro", zero_division=0),
+            "macro_f1": lambda i: f1_score(yt[i], yp[i], labels=sorted(set(yt)), average="macro", zero_division=0),
+            "weighted_f1": lambda i: f1_score(yt[i], yp[i], average="weighted", zero_division=0),
+        }
+        n = len(yt)
+    else:
+        ids = list(schema.ids)
+        t, p = _aligned(truth, pred, ids)
+        yt, yp = binarize(t, ids, policy), binarize(p, ids, policy)
+        keep = yt.sum(axis=0) > 0
+        st, sp = t[ids].to_numpy(), p[ids].to_numpy()
+        metrics = {
+            "macro_f1": lambda i: f1_score(yt[i], yp[i], average=None, zero_division=0)[keep].mean(),
+            "weighted_f1": lambda i: f1_score(yt[i], yp[i], average="weighted", zero_division=0),
+            "micro_f1": lambda i: f1_score(yt[i], yp[i], average="micro", zero_division=0),
+            "state_accuracy": lambda i: float((st[i] == sp[i]).mean()),
+        }
+        n = len(yt)
+    rows = []
+    for name, fn in metrics.items():
+        v, lo, hi = bootstrap_metric(fn, n, n_resamples, seed)
+        rows.append({"metric": name, "value": round(v, 4), "ci_low": round(lo, 4), "ci_high": round(hi, 4), "n": n})
+    return pd.DataFrame(rows)

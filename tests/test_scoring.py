@@ -1,0 +1,39 @@
+"""score_labels: the comparator-row metrics with bootstrap CIs, against hand-computed values."""
+
+import pandas as pd
+import pytest
+
+from radpriv.evaluate.scoring import binarize, score_labels
+from radpriv.schemas import load_schema
+
+
+def test_single_label_hand_computed():
+    schema = load_schema("cmr")
+    truth = pd.DataFrame({"report_id": list("abcd"), "label": ["normal", "normal", "ischemic", "myocarditis"]})
+    pred = pd.DataFrame({"report_id": list("dcba"), "label": ["myocarditis", "ischemic", "ischemic", "normal"]})
+    t = score_labels(truth, pred, schema, n_resamples=200).set_index("metric")
+    assert t.loc["accuracy", "value"] == 0.75
+    # per class F1: normal 2/3 (P 1, R .5), ischemic 2/3 (P .5, R 1), myocarditis 1 -> macro over present classes = 7/9
+    assert t.loc["macro_f1", "value"] == pytest.approx(7 / 9, abs=1e-4)
+    assert t.loc["accuracy", "ci_low"] <= 0.75 <= t.loc["accuracy", "ci_high"]
+
+
+def test_multilabel_policies_and_state_accuracy():
+    schema = load_schema("chexpert14")
+    base = {f: "not_mentioned" for f in schema.ids}
+    truth = pd.DataFrame([{"report_id": "a", **base, "edema": "present"}, {"report_id": "b", **base, "edema": "uncertain"}])
+    pred = pd.DataFrame([{"report_id": "a", **base, "edema": "present"}, {"report_id": "b", **base, "edema": "present"}])
+    ex = score_labels(truth, pred, schema, n_resamples=0).set_index("metric")
+    inc = score_labels(truth, pred, schema, n_resamples=0, policy="inclusive").set_index("metric")
+    assert ex.loc["macro_f1", "value"] == pytest.approx(2 / 3, abs=1e-4)  # P 1/2, R 1
+    assert inc.loc["macro_f1", "value"] == 1.0
+    assert ex.loc["state_accuracy", "value"] == pytest.approx(27 / 28, abs=1e-4)
+    assert binarize(truth, ["edema"], "inclusive").ravel().tolist() == [1, 1]
+
+
+def test_missing_predictions_are_refused_not_dropped():
+    schema = load_schema("cmr")
+    truth = pd.DataFrame({"report_id": ["a", "b"], "label": ["normal", "other"]})
+    pred = pd.DataFrame({"report_id": ["a"], "label": ["normal"]})
+    with pytest.raises(ValueError, match="1 reference reports have no prediction"):
+        score_labels(truth, pred, schema)
