@@ -38,7 +38,7 @@ from radpriv.schemas import STATE_PRECEDENCE, Schema, State, load_schema
 PHRASES = Path(__file__).resolve().parent / "phrases"
 
 CORPORA: dict[str, dict] = {
-    "cmr": {"schema": "cmr", "n": 180, "description": "cardiac MRI reports, one primary diagnostic category each"},
+    "cmr": {"schema": "cmr", "n": 300, "description": "cardiac MRI reports, one primary diagnostic category each"},
     "clavicle": {"schema": "clavicle", "n": 300, "description": "clavicle radiograph reports (26-finding template)"},
     "elbow": {"schema": "elbow", "n": 300, "description": "elbow radiograph reports (29-finding template)"},
     "thumb": {"schema": "thumb", "n": 300, "description": "thumb radiograph reports (25-finding template)"},
