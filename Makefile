@@ -77,8 +77,12 @@ study3: models
 audit: models
 	$(RUN) 04_privacy_audit
 
+## Fetch only what the test suite needs (the smallest LLM and the encoder)
+models-test: setup
+	"$(VPY)" -m radpriv.cli models fetch smollm2-135m minilm-l6
+
 ## Run the test suite (slow tier included; `make test PYTEST_ARGS='-m "not slow"'` for the fast tier)
-test: models
+test: models-test
 	"$(VPY)" -m pytest $(PYTEST_ARGS)
 
 ## Run the benchmarks under bench/ (each prints side-by-side ratios)
@@ -97,4 +101,4 @@ clean:
 distclean: clean
 	rm -rf "$(VENV)"
 
-.PHONY: help setup models reports overview study1 study2 study3 audit test bench lab clean distclean
+.PHONY: help setup models models-test reports overview study1 study2 study3 audit test bench lab clean distclean
