@@ -37,3 +37,19 @@ def test_missing_predictions_are_refused_not_dropped():
     pred = pd.DataFrame({"report_id": ["a"], "label": ["normal"]})
     with pytest.raises(ValueError, match="1 reference reports have no prediction"):
         score_labels(truth, pred, schema)
+
+
+def test_failures_are_scored_as_wrong_and_lost_reports_refused():
+    from radpriv.evaluate.scoring import UNANSWERED, compare_systems, correctness, fill_failures
+
+    schema = load_schema("cmr")
+    truth = pd.DataFrame({"report_id": ["a", "b", "c"], "label": ["normal", "other", "myocarditis"]})
+    answers = pd.DataFrame({"report_id": ["a", "c"], "label": ["normal", "myocarditis"]})
+    failures = pd.DataFrame({"report_id": ["b"], "reason": ["timeout"]})
+    pred = fill_failures(truth, answers, failures, schema)
+    assert list(pred.label) == ["normal", UNANSWERED, "myocarditis"]
+    table = compare_systems(truth, {"llm": pred}, schema, n_resamples=0)
+    assert table.loc[0, "accuracy"] == pytest.approx(2 / 3, abs=1e-4)
+    assert correctness(truth, {"llm": pred})["llm"].tolist() == [True, False, True]
+    with pytest.raises(ValueError, match="neither answered nor recorded as failures"):
+        fill_failures(truth, answers, failures.iloc[0:0], schema)

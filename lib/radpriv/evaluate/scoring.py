@@ -78,3 +78,65 @@ def score_labels(truth: pd.DataFrame, pred: pd.DataFrame, schema: Schema, n_resa
         v, lo, hi = bootstrap_metric(fn, n, n_resamples, seed)
         rows.append({"metric": name, "value": round(v, 4), "ci_low": round(lo, 4), "ci_high": round(hi, 4), "n": n})
     return pd.DataFrame(rows)
+
+
+UNANSWERED = "unanswered"
+
+
+def fill_failures(truth: pd.DataFrame, answers: pd.DataFrame, failures: pd.DataFrame | None, schema: Schema) -> pd.DataFrame:
+    """A prediction for every reference report: failed reports get ``unanswered`` (single-label; always
+    wrong) or ``not_mentioned`` for every finding (multi-label). Reports neither answered nor recorded as
+    failed are an error: every input must end as an answer or a recorded failure."""
+    cols = ["label"] if schema.task == "single" else list(schema.ids)
+    ans = answers[["report_id", *cols]]
+    failed = set(failures["report_id"]) if failures is not None and len(failures) else set()
+    have = set(ans["report_id"])
+    lost = [r for r in truth["report_id"] if r not in have and r not in failed]
+    if lost:
+        raise ValueError(f"{len(lost)} reports are neither answered nor recorded as failures (e.g. {lost[:3]})")
+    fill = {"label": UNANSWERED} if schema.task == "single" else {c: "not_mentioned" for c in cols}
+    extra = pd.DataFrame([{"report_id": r, **fill} for r in truth["report_id"] if r not in have])
+    out = pd.concat([ans, extra], ignore_index=True) if len(extra) else ans
+    return out.set_index("report_id").loc[truth["report_id"]].reset_index()
+
+
+def compare_systems(truth: pd.DataFrame, preds: dict[str, pd.DataFrame], schema: Schema, n_resamples: int = 1000,
+                    seed: int = 0, policy: str = "exclusive") -> pd.DataFrame:
+    """One row per system: each metric with its CI (``macro_f1``, ``macro_f1_low``, ``macro_f1_high`` ...)."""
+    rows = []
+    for name, pred in preds.items():
+        t = score_labels(truth, pred, schema, n_resamples=n_resamples, seed=seed, policy=policy)
+        row = {"system": name}
+        for _, r in t.iterrows():
+            row[r.metric] = r.value
+            row[f"{r.metric}_low"] = r.ci_low
+            row[f"{r.metric}_high"] = r.ci_high
+        row["n"] = int(t.n.iloc[0])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def per_class_f1(truth: pd.DataFrame, preds: dict[str, pd.DataFrame], schema: Schema, policy: str = "exclusive") -> pd.DataFrame:
+    """Per-category (single-label) or per-finding (multi-label) F1, one column per system."""
+    out = {}
+    for name, pred in preds.items():
+        if schema.task == "single":
+            t, p = _aligned(truth, pred, ["label"])
+            f = f1_score(t["label"], p["label"], labels=list(schema.ids), average=None, zero_division=0)
+        else:
+            t, p = _aligned(truth, pred, list(schema.ids))
+            f = f1_score(binarize(t, schema.ids, policy), binarize(p, schema.ids, policy), average=None, zero_division=0)
+        out[name] = np.round(f, 3)
+    df = pd.DataFrame(out, index=[schema.finding(i).label for i in schema.ids])
+    if schema.task == "single":
+        df.insert(0, "reports", [int((truth["label"] == c).sum()) for c in schema.ids])
+    return df
+
+
+def correctness(truth: pd.DataFrame, preds: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per report (rows) and system (columns): was the single-label answer right?"""
+    out = {}
+    for name, pred in preds.items():
+        t, p = _aligned(truth, pred, ["label"])
+        out[name] = (t["label"].to_numpy() == p["label"].to_numpy())
+    return pd.DataFrame(out, index=truth["report_id"].to_numpy())
