@@ -1,0 +1,226 @@
+"""Label a report frame with a local LLM: the batch runner behind Studies 1 and 2 and ``radpriv label``.
+
+``label_frame(frame, schema, model, mode=...)`` returns a :class:`LabelRun`:
+
+- ``answers``   report_id + a State column per finding (or ``label``), plus probabilities in scoring
+                mode (``p_present__<id>``, ``p_uncertain__<id>``, ``p_absent__<id>``; ``p__<category>``);
+- ``failures``  report_id, reason (``invalid_json`` | ``timeout`` | ``backend_error`` | ``too_long``), detail;
+- ``stats``     inputs, answers, failures, cache hits, tokens and seconds per report, model id, backend.
+
+Inputs = answers + failures, always (asserted, and said in the log). Every answer is cached on
+(model id, backend, prompt, schema, decoding parameters) as soon as it exists, so a re-run is free
+and an interrupted run resumes and ends with identical results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from radpriv.llm import prompts
+from radpriv.llm.backends import Backend, BackendError, BackendTimeout, get_backend
+from radpriv.llm.cache import AnswerCache
+from radpriv.llm.netguard import NetworkPolicyError, check_endpoint
+from radpriv.llm.registry import ModelSpec, resolve_model
+from radpriv.schemas import Schema, State, load_schema
+
+log = logging.getLogger("radpriv.llm")
+MODES = ("template", "scoring")
+few_shot_examples = prompts.few_shot_examples
+
+
+@dataclass
+class LabelRun:
+    answers: pd.DataFrame
+    failures: pd.DataFrame
+    stats: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        s = self.stats
+        return (f"{s['n_inputs']} inputs = {s['n_answers']} answers + {s['n_failures']} failures "
+                f"({s['cache_hits']} from cache) with {s['model']} [{s['backend']}, {s['mode']}]")
+
+
+def build_messages(schema: Schema, mode: str, report_text: str,
+                   few_shot: Sequence[tuple[str, dict]] | None = None) -> list[dict]:
+    """System instructions + few-shot turns (the shared prefix) + this report."""
+    msgs = [{"role": "system", "content": prompts.instructions(schema, mode)}]
+    for text, answer in few_shot or ():
+        msgs.append({"role": "user", "content": prompts.user_message(text)})
+        if mode == "template":
+            msgs.append({"role": "assistant", "content": json.dumps(answer)})
+        else:
+            lab = (prompts.CATEGORY_LETTERS[schema.ids.index(answer["category"])] if schema.task == "single"
+                   else ", ".join(f"{k}={v}" for k, v in answer.items() if v != "false") or "nothing present")
+            msgs.append({"role": "assistant", "content": f"Noted: {lab}."})
+    msgs.append({"role": "user", "content": prompts.user_message(report_text)})
+    return msgs
+
+
+def _answer_template(backend: Backend, schema: Schema, msgs: list[dict], params: dict, retries: int,
+                     deadline: float) -> dict:
+    js = prompts.answer_schema(schema)
+    errors, tokens = [], {"prompt_tokens": 0, "prompt_tokens_total": 0, "completion_tokens": 0}
+    conversation = list(msgs)
+    for attempt in range(retries + 1):
+        gen = backend.generate_json(conversation, js, params, deadline=deadline)
+        for k in tokens:
+            tokens[k] += getattr(gen, k)
+        try:
+            labels = prompts.parse_answer(schema, json.loads(gen.text))
+            return {"labels": labels, "raw": gen.text, "attempts": attempt + 1, **tokens}
+        except (json.JSONDecodeError, ValueError) as exc:
+            errors.append(f"attempt {attempt + 1}: {exc}")
+            conversation = msgs + [{"role": "assistant", "content": gen.text},
+                                   {"role": "user", "content": f"That answer is invalid ({exc}). Answer again with "
+                                                               "valid JSON that follows the instructions."}]
+    raise ValueError("; ".join(errors))
+
+
+def _answer_scoring(backend: Backend, schema: Schema, msgs: list[dict], deadline: float) -> dict:
+    opts = prompts.options(schema)
+    if schema.task == "single":
+        sc = backend.score_options(msgs, [prompts.question(schema)], opts, deadline=deadline)
+        probs = {cat: math.exp(sc.logprobs[0][letter]) for cat, letter in zip(schema.ids, opts)}
+        labels = {"label": max(probs, key=probs.get)}
+        p = {f"p__{c}": v for c, v in probs.items()}
+    else:
+        sc = backend.score_options(msgs, [prompts.question(schema, f) for f in schema.ids], opts, deadline=deadline)
+        states, p = {}, {}
+        for fid, lp in zip(schema.ids, sc.logprobs):
+            pr = {o: math.exp(v) for o, v in lp.items()}
+            states[fid] = State(max(pr, key=pr.get))
+            for o, v in pr.items():
+                p[f"p_{o}__{fid}"] = v
+        labels = {k: v.value for k, v in schema.propagate(states).items()}
+    return {"labels": labels, "probs": p, "attempts": 1, "prompt_tokens": sc.prompt_tokens,
+            "prompt_tokens_total": sc.prompt_tokens_total, "completion_tokens": 0}
+
+
+def label_frame(frame: pd.DataFrame, schema: Schema | str, model: str | ModelSpec, mode: str = "template",
+                cache: AnswerCache | bool | None = None, timeout: float = 120.0, retries: int = 2,
+                concurrency: int = 1, allow_hosts: Sequence[str] = (), few_shot=None, params: dict | None = None,
+                progress: bool = True, limit: int | None = None, backend_opts: dict | None = None) -> LabelRun:
+    """Label every report of ``frame`` (columns report_id, text) with ``model``. See the module docstring."""
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is not one of {MODES}")
+    schema = schema if isinstance(schema, Schema) else load_schema(schema)
+    spec = resolve_model(model)
+    allow_hosts = tuple(allow_hosts or ())
+    if spec.kind == "openai":
+        check_endpoint(spec.endpoint, allow_hosts)  # refuse before any report is read
+    params = {"temperature": 0.0, "top_k": 1, "seed": 0, "max_tokens": 24 + 12 * len(schema.ids), **(params or {})}
+    if cache is None or cache is True:
+        cache = AnswerCache()
+    use_cache = isinstance(cache, AnswerCache)  # (an empty cache is falsy: never test it with `if cache`)
+    rows = frame if limit is None else frame.head(int(limit))
+    backend: Backend | None = None
+    backend_name = "openai" if spec.kind == "openai" else "llamacpp"
+
+    def get_b() -> Backend:
+        nonlocal backend
+        if backend is None:
+            opts = dict(backend_opts or {})
+            if spec.kind == "openai":
+                opts["allow_hosts"] = allow_hosts
+            backend = get_backend(spec, **opts)
+        return backend
+
+    answers: dict[str, dict] = {}
+    failures: list[dict] = []
+    hits = 0
+    t_start = time.perf_counter()
+
+    def work(item: tuple[str, str]) -> tuple[str, dict | None, dict | None, bool]:
+        rid, text = item
+        msgs = build_messages(schema, mode, text, few_shot)
+        key = AnswerCache.key(spec.model_id, backend_name, msgs, prompts.answer_schema(schema),
+                              {**params, "mode": mode}) if use_cache else None
+        if use_cache:
+            got = cache.get(key)
+            if got is not None:
+                return rid, got, None, True
+        deadline = time.monotonic() + timeout
+        try:
+            b = get_b()
+            res = (_answer_template(b, schema, msgs, params, retries, deadline) if mode == "template"
+                   else _answer_scoring(b, schema, msgs, deadline))
+        except NetworkPolicyError:
+            raise
+        except BackendTimeout as exc:
+            return rid, None, {"reason": "timeout", "detail": str(exc)}, False
+        except ValueError as exc:
+            return rid, None, {"reason": "invalid_json", "detail": f"after {retries + 1} attempts: {exc}"}, False
+        except BackendError as exc:
+            reason = "too_long" if "exceeds n_ctx" in str(exc) else "backend_error"
+            return rid, None, {"reason": reason, "detail": str(exc)}, False
+        res["seconds"] = round(time.perf_counter() - (deadline - timeout), 4)
+        if use_cache:
+            cache.put(key, res, model_id=spec.model_id, backend=backend_name)
+        return rid, res, None, False
+
+    items = list(zip(rows["report_id"].astype(str), rows["text"].astype(str)))
+    bar = tqdm(total=len(items), disable=not progress, desc=f"{spec.name} ({mode})", unit="report")
+    try:
+        if concurrency > 1:
+            with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                results = pool.map(work, items)
+                for out in results:
+                    rid, res, fail, hit = out
+                    _collect(rid, res, fail, hit, answers, failures, bar)
+                    hits += hit
+        else:
+            for item in items:
+                rid, res, fail, hit = work(item)
+                _collect(rid, res, fail, hit, answers, failures, bar)
+                hits += hit
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t_start
+    n = len(items)
+    assert n == len(answers) + len(failures), "every input must end as an answer or a recorded failure"
+    recs = []
+    for rid, _ in items:
+        if rid in answers:
+            a = answers[rid]
+            recs.append({"report_id": rid, **a["labels"], **a.get("probs", {})})
+    label_cols = ["label"] if schema.task == "single" else list(schema.ids)
+    ans_df = pd.DataFrame(recs, columns=None if recs else ["report_id", *label_cols])
+    fail_df = pd.DataFrame(failures, columns=["report_id", "reason", "detail"])
+    tok = lambda k: sum(a.get(k, 0) for a in answers.values())  # noqa: E731
+    stats = {
+        "model": spec.name, "model_id": spec.model_id, "backend": backend_name, "mode": mode,
+        "n_inputs": n, "n_answers": len(answers), "n_failures": len(failures), "cache_hits": hits,
+        "seconds": round(seconds, 2),
+        "seconds_per_report": round(sum(a.get("seconds", 0) for a in answers.values()) / max(len(answers), 1), 3),
+        "prompt_tokens_per_report": round(tok("prompt_tokens") / max(len(answers), 1), 1),
+        "prompt_tokens_total_per_report": round(tok("prompt_tokens_total") / max(len(answers), 1), 1),
+        "completion_tokens_per_report": round(tok("completion_tokens") / max(len(answers), 1), 1),
+        "newly_computed": len(answers) - hits,
+        "failure_reasons": fail_df["reason"].value_counts().to_dict(),
+        "params": params,
+    }
+    run = LabelRun(ans_df, fail_df, stats)
+    log.info(run.summary())
+    return run
+
+
+def _collect(rid, res, fail, hit, answers, failures, bar) -> None:
+    if res is not None:
+        answers[rid] = {**res, "_hit": hit}
+    else:
+        failures.append({"report_id": rid, **fail})
+    bar.update(1)
+    bar.set_postfix(failures=len(failures), refresh=False)
+
+
+def as_dict(run: LabelRun) -> dict[str, Any]:
+    return {"stats": run.stats, "answers": run.answers.to_dict("records"), "failures": run.failures.to_dict("records")}
