@@ -37,3 +37,48 @@ def confusion_grid(results: dict, labels: list[str], normalize: bool = True, col
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def metric_bars_with_ci(table, metric: str = "macro_f1", label: str = "system"):
+    """Horizontal bars of ``metric`` per row of ``table`` with its CI (columns <metric>_low/_high)."""
+    t = table.sort_values(metric)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(t) + 1.2))
+    err = np.vstack([t[metric] - t[f"{metric}_low"], t[f"{metric}_high"] - t[metric]]).clip(min=0)
+    ax.barh(t[label].astype(str), t[metric], xerr=err, color=sns.color_palette("deep")[0], capsize=3)
+    ax.set_xlim(0, 1.02)
+    ax.set_xlabel(f"{metric.replace('_', ' ')} (95 % CI)")
+    fig.tight_layout()
+    return fig
+
+
+def roc_curves(curves: dict, title: str = ""):
+    """ROC curves ``{name: (y_true, score)}`` with the chance diagonal."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    for name, (y, s) in curves.items():
+        fpr, tpr, _ = roc_curve(y, s)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, s):.2f})")
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def privacy_utility_curve(df, x: str = "epsilon", y: str = "weighted_f1", hue: str = "mode"):
+    """Utility against ε on a log axis; ε = ∞ (non-private) rows drawn as horizontal reference lines."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    finite = df[np.isfinite(df[x].astype(float))]
+    if len(finite):
+        sns.lineplot(data=finite, x=x, y=y, hue=hue, marker="o", errorbar=("ci", 95), ax=ax)
+    for i, (name, g) in enumerate(df[~np.isfinite(df[x].astype(float))].groupby(hue)):
+        ax.axhline(g[y].mean(), ls="--", lw=1, color=sns.color_palette("muted")[(i + 3) % 10], label=f"{name} (ε = ∞)")
+    ax.set_xscale("log")
+    ax.set_xlabel("ε (log scale)")
+    ax.set_ylabel(y.replace("_", " "))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
