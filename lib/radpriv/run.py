@@ -221,6 +221,7 @@ def execute(stem: str, profile: str = "default", params_file: str | Path | None 
     record: dict[str, Any] = {"notebook": stem, "profile": profile, "parameters": params,
                               "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     t0 = time.time()
+    os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars belong in a terminal/lab, not in the HTML report
     try:
         pm.execute_notebook(str(nb_in), str(executed), parameters=params, kernel_name=kernel_name,
                             language="python", cwd=str(paths.NOTEBOOKS), progress_bar=False,

@@ -188,8 +188,11 @@ class LlamaCppBackend(Backend):
                 top_k=int(params.get("top_k", 1)), max_tokens=int(params.get("max_tokens", 512)),
                 seed=int(params.get("seed", 0)), stopping_criteria=self._llama_cpp.StoppingCriteriaList([stopping]))
             secs = time.perf_counter() - t0
-        if stop_at is not None and time.monotonic() > stop_at and out["choices"][0].get("finish_reason") != "stop":
-            raise BackendTimeout(f"no complete answer before the timeout ({secs:.1f} s)")
+        if stop_at is not None and time.monotonic() > stop_at:
+            try:  # the stopping criterion cut generation short: an incomplete answer is a timeout
+                json.loads(out["choices"][0]["text"])
+            except ValueError:
+                raise BackendTimeout(f"no complete answer before the timeout ({secs:.1f} s)") from None
         usage = out.get("usage", {})
         return Generation(text=out["choices"][0]["text"], prompt_tokens=len(tokens) - min(reused, len(tokens) - 1),
                           prompt_tokens_total=len(tokens), completion_tokens=int(usage.get("completion_tokens", 0)),
@@ -295,7 +298,7 @@ class OpenAIBackend(Backend):
                 raise
             except BackendError as exc:  # e.g. the server does not know this response_format: try the next
                 last = exc
-                if " HTTP 4" not in str(exc):
+                if ": HTTP " not in str(exc) or self.structured != "auto":
                     raise
                 continue
             self.structured = "json_schema" if fmt and fmt["type"] == "json_schema" else (

@@ -193,7 +193,12 @@ def label_frame(frame: pd.DataFrame, schema: Schema | str, model: str | ModelSpe
             a = answers[rid]
             recs.append({"report_id": rid, **a["labels"], **a.get("probs", {})})
     label_cols = ["label"] if schema.task == "single" else list(schema.ids)
-    ans_df = pd.DataFrame(recs, columns=None if recs else ["report_id", *label_cols])
+    if schema.task == "single":
+        prob_cols = [f"p__{c}" for c in schema.ids]
+    else:
+        prob_cols = [f"p_{o}__{f}" for f in schema.ids for o in prompts.SCORING_OPTIONS]
+    cols = ["report_id", *label_cols] + (prob_cols if mode == "scoring" else [])
+    ans_df = pd.DataFrame(recs, columns=cols)
     fail_df = pd.DataFrame(failures, columns=["report_id", "reason", "detail"])
     tok = lambda k: sum(a.get(k, 0) for a in answers.values())  # noqa: E731
     stats = {
