@@ -89,3 +89,62 @@ def attack_metrics(y, score, fpr: float = 0.01, delta: float = 0.0, seed: int = 
     e = empirical_epsilon(y, score, delta=delta, seed=seed)
     out["eps_lower_bound"] = e["eps_lower_bound"]
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the experiment: members / non-members / reference population, classifiers from radpriv.dp.train
+# ---------------------------------------------------------------------------------------------
+def label_matrix(frame, label_columns) -> np.ndarray:
+    """Multi-label 0/1 targets: present or uncertain → 1 (the inclusive policy)."""
+    return frame[list(label_columns)].isin(["present", "uncertain"]).to_numpy().astype(int)
+
+
+def membership_split(frame, n_members: int, n_reference: int, seed: int = 0, exclude_canaries: bool = True) -> dict:
+    """Disjoint random draws from one pool of reports: ``members`` (the target's training set),
+    ``nonmembers`` (same size, never trained on: exchangeable with members before training) and
+    ``reference`` (population data for the calibration model). Canary-bearing rows are left out."""
+    pool = frame
+    if exclude_canaries and "canary" in frame:
+        pool = frame[frame["canary"].fillna("") == ""]
+    need = 2 * n_members + n_reference
+    if len(pool) < need:
+        raise ValueError(f"membership split needs {need} reports (2×{n_members} + {n_reference}); the pool has {len(pool)}")
+    idx = np.random.default_rng(seed).permutation(pool.index.to_numpy())
+    return {"members": pool.loc[idx[:n_members]], "nonmembers": pool.loc[idx[n_members: 2 * n_members]],
+            "reference": pool.loc[idx[2 * n_members: need]]}
+
+
+def run_membership_audit(frame, label_columns, encoder_path, configs: dict, n_members: int, n_reference: int,
+                         reference_config=None, seed: int = 0, progress: bool = False):
+    """Train each target configuration on the members and a reference model on the reference set, then
+    attack. ``configs``: {name: radpriv.dp.train.TrainConfig}. Returns (metrics DataFrame, scores dict,
+    trained results) -- scores[name] = (y, loss_attack_score, calibrated_score)."""
+    import pandas as pd
+
+    from radpriv.dp.train import predict_proba, train
+
+    parts = membership_split(frame, n_members, n_reference, seed=seed)
+    audit_rows = pd.concat([parts["members"], parts["nonmembers"]])
+    y = np.r_[np.ones(len(parts["members"]), int), np.zeros(len(parts["nonmembers"]), int)]
+    Y_audit = label_matrix(audit_rows, label_columns)
+    results = {}
+    ref_cfg = reference_config or next(c for c in configs.values() if not c.private)
+    ref = train(ref_cfg, str(encoder_path), list(parts["reference"].text), label_matrix(parts["reference"], label_columns),
+                progress=progress)
+    ref_loss = per_sample_bce(predict_proba(ref, texts=list(audit_rows.text), encoder_path=str(encoder_path)), Y_audit)
+    results["reference"] = ref
+    rows, scores = [], {}
+    for name, cfg in configs.items():
+        res = train(cfg, str(encoder_path), list(parts["members"].text), label_matrix(parts["members"], label_columns),
+                    progress=progress)
+        results[name] = res
+        loss = per_sample_bce(predict_proba(res, texts=list(audit_rows.text), encoder_path=str(encoder_path)), Y_audit)
+        delta = res.accounting.get("delta", 1.0 / (10 * n_members)) if cfg.private else 1.0 / (10 * n_members)
+        s_loss, s_cal = loss_attack(loss), calibrated_attack(loss, ref_loss)
+        scores[name] = (y, s_loss, s_cal)
+        for attack, s in (("loss threshold", s_loss), ("reference-calibrated", s_cal)):
+            m = attack_metrics(y, s, delta=delta, seed=seed)
+            rows.append({"model": name, "mode": cfg.mode, "epsilon": res.epsilon, "attack": attack, **m,
+                         "member_loss": float(loss[y == 1].mean()), "nonmember_loss": float(loss[y == 0].mean()),
+                         "train_seconds": res.seconds})
+    return pd.DataFrame(rows), scores, results
