@@ -179,6 +179,22 @@ class TopLM(nn.Module):
         return self.lm_head(self.norm(h))
 
 
+_TRUNK_CACHE: dict = {}
+
+
+def cached_trunk_hidden(base_lm, lm, ids: torch.Tensor, start: int) -> torch.Tensor:
+    """:func:`trunk_hidden`, memoised per (base model, start layer, ids): every run fine-tuned from the same
+    base with LoRA above ``start`` shares the frozen layers, so their outputs are computed once."""
+    import hashlib
+
+    key = (id(base_lm), start, tuple(ids.shape), hashlib.sha256(ids.numpy().tobytes()).hexdigest())
+    if key not in _TRUNK_CACHE:
+        if len(_TRUNK_CACHE) > 8:
+            _TRUNK_CACHE.clear()
+        _TRUNK_CACHE[key] = trunk_hidden(lm, ids, start)
+    return _TRUNK_CACHE[key]
+
+
 @torch.no_grad()
 def trunk_hidden(lm, ids: torch.Tensor, start: int, batch_size: int = 16) -> torch.Tensor:
     """Hidden states after decoder layers ``[0, start)`` (frozen), for right-padded ``ids``."""
@@ -249,7 +265,7 @@ def train_lm(cfg: LMConfig, train_texts, val_texts=None, base=None, model: str =
     lm = get_peft_model(lm, lcfg)
     t0 = time.time()
     ids, labels = encode_sequences(tok, train_texts, cfg.max_length, cfg.section)
-    H = trunk_hidden(lm, ids, start)
+    H = cached_trunk_hidden(lm0, lm, ids, start)
     top = TopLM(lm, start)
     trainable = [p for p in top.parameters() if p.requires_grad]
     n_trainable_total = sum(p.numel() for p in lm.parameters() if p.requires_grad)
@@ -273,7 +289,7 @@ def train_lm(cfg: LMConfig, train_texts, val_texts=None, base=None, model: str =
         grads_ok = True
     if val_texts is not None:
         vids, vlabels = encode_sequences(tok, val_texts, cfg.max_length, cfg.section)
-        Hv = trunk_hidden(lm, vids, start)
+        Hv = cached_trunk_hidden(lm0, lm, vids, start)
     history = [{"epoch": 0, **({"val_loss": _eval_loss(top, Hv, vlabels)} if val_texts is not None else {})}]
     for epoch in range(cfg.epochs):
         top.train()

@@ -81,8 +81,8 @@ def mask_findings(tok, texts, fraction: float, max_length: int, seed: int = 0):
     return batch, original, masked, offsets
 
 
-def fit_probe(encoder, tok, public_texts, fraction: float = 0.15, max_length: int = 160, steps: int = 300,
-              lr: float = 3e-3, batch_size: int = 256, seed: int = 0) -> ProbeHead:
+def fit_probe(encoder, tok, public_texts, fraction: float = 0.15, max_length: int = 160, steps: int = 150,
+              lr: float = 3e-3, batch_size: int = 128, seed: int = 0) -> ProbeHead:
     """Fit the probe head on the frozen encoder's hidden states at masked positions of public text
     (any token may be masked here, not only findings)."""
     torch.manual_seed(seed)
