@@ -169,6 +169,11 @@ def test_macro_delong_keeps_correlation_between_findings():
         i = rng.integers(0, n, n)
         boots.append(np.mean([roc_auc_score(Y[i, k], sa[i, k]) - roc_auc_score(Y[i, k], sb[i, k]) for k in range(3)]))
     assert abs(c["se"] - np.std(boots)) < 0.2 * np.std(boots)
+    from radpriv.downstream.compare import _paired_bootstrap_macro_diff
+
+    point, lo, hi = _paired_bootstrap_macro_diff(Y, sa, sb, 500, 0)  # vectorised midrank AUCs
+    assert point == pytest.approx(c["estimate"]) and lo < point < hi
+    assert (hi - lo) / 3.92 == pytest.approx(np.std(boots), rel=0.2)
     indep = np.sqrt(sum(_brute_paired_delong(Y[:, k], sa[:, k], sb[:, k])[0] ** 2 /
                         _brute_paired_delong(Y[:, k], sa[:, k], sb[:, k])[1] ** 2 for k in range(3))) / 3
     assert c["se"] > indep  # positively correlated findings: independence understates the variance
