@@ -1,0 +1,1 @@
+"""Differentially private fine-tuning: LoRA + DP-SGD (opacus), accounting audit, grids."""

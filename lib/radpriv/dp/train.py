@@ -1,0 +1,463 @@
+"""Multi-label report classifiers: full fine-tuning, LoRA (peft), DP-LoRA (opacus DP-SGD), and the two
+cheap rows every grid shows (TF-IDF + logistic regression; a DP linear model over TF-IDF features).
+
+DP-SGD: Poisson sampling, ``PrivacyEngine.make_private_with_epsilon`` for a target ε at δ (default
+below 1/N), per-sample clipping to ``max_grad_norm``, PRV accountant; each run's ε is audited with
+``dp_accounting`` (:mod:`radpriv.dp.accounting`). Only LoRA adapters and the head are trainable in
+DP-LoRA, so opacus computes per-sample gradients for those alone. Reports are read as overlapping
+windows of ``max_length`` tokens pooled over the whole report (long CT reports exceed 512 tokens).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+MODES = ("full", "lora", "dp-lora", "dp-full")
+
+
+#: learning rates that trained well on the synthetic corpora (LoRA and DP need larger steps than full FT)
+DEFAULT_LR = {"full": 5e-5, "lora": 1e-3, "dp-lora": 2e-3, "dp-full": 5e-4}
+
+
+@dataclass
+class TrainConfig:
+    """A training run. Validated on creation; round-trips to JSON (``to_json``/``from_json``)."""
+
+    mode: str = field(default="lora", metadata={"help": "full | lora | dp-lora | dp-full"})
+    epsilon: float = field(default=math.inf, metadata={"help": "target ε for DP modes (inf: non-private)"})
+    delta: float | None = field(default=None, metadata={"help": "δ; default 1/(10·N) < 1/N"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "per-sample clipping norm C"})
+    epochs: int = field(default=3, metadata={"help": "passes over the training data"})
+    batch_size: int = field(default=32, metadata={"help": "expected (Poisson) batch size"})
+    lr: float | None = field(default=None, metadata={"help": "AdamW learning rate (None: DEFAULT_LR[mode])"})
+    head_lr: float | None = field(default=None, metadata={"help": "learning rate of the head (None: 10 × lr, ≤ 1e-2)"})
+    max_length: int = field(default=256, metadata={"help": "tokens per window (≤ the encoder's 512 positions)"})
+    stride: int = field(default=32, metadata={"help": "tokens shared by consecutive windows"})
+    max_chunks: int = field(default=4, metadata={"help": "windows per report; longer reports are truncated (counted)"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    lora_targets: tuple = field(default=("query", "value"), metadata={"help": "LoRA target modules"})
+    pooling: str = field(default="mean", metadata={"help": "mean (tokens of all windows) | cls (mean of window CLS)"})
+    grad_sample_mode: str = field(default="hooks", metadata={"help": "opacus per-sample gradients: hooks | ghost"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    device: str = field(default="cpu", metadata={"help": "cpu | cuda | cuda:N"})
+    version: str = field(default="", metadata={"help": "radpriv version (stamped)"})
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r} is not one of {MODES}")
+        if self.mode.startswith("dp") and not (0 < self.epsilon < math.inf):
+            raise ValueError(f"mode {self.mode} needs a finite epsilon > 0, got {self.epsilon}")
+        if not self.mode.startswith("dp") and not math.isinf(self.epsilon):
+            raise ValueError(f"mode {self.mode} is non-private: epsilon must be inf, got {self.epsilon}")
+        if self.pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling {self.pooling!r} is not mean or cls")
+        if self.grad_sample_mode not in ("hooks", "ghost"):
+            raise ValueError(f"grad_sample_mode {self.grad_sample_mode!r} is not hooks or ghost")
+        if self.grad_sample_mode == "ghost" and self.max_chunks != 1:
+            raise ValueError("ghost clipping computes one gradient norm per layer call: it needs max_chunks=1 "
+                             "(hooks mode sums per-sample gradients over a report's windows correctly)")
+        for name in ("epochs", "batch_size", "max_length", "lora_r", "max_chunks"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.stride < self.max_length - 2:
+            raise ValueError(f"stride must be in [0, max_length-2), got {self.stride}")
+        if self.delta is not None and not 0 < self.delta < 1:
+            raise ValueError(f"delta must be in (0, 1), got {self.delta}")
+        self.lora_targets = tuple(self.lora_targets)
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.mode]
+        if self.head_lr is None:
+            self.head_lr = max(self.lr, min(10 * self.lr, 1e-2))
+        if not self.version:
+            from radpriv import __version__
+
+            self.version = __version__
+
+    @property
+    def private(self) -> bool:
+        return self.mode.startswith("dp")
+
+    @property
+    def lora(self) -> bool:
+        return self.mode in ("lora", "dp-lora")
+
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        d["epsilon"] = None if math.isinf(self.epsilon) else self.epsilon
+        d["lora_targets"] = list(d["lora_targets"])
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        d = json.loads(text)
+        d["epsilon"] = math.inf if d.get("epsilon") is None else d["epsilon"]
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------------
+# reports -> windows of tokens
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Windows:
+    """Each report as a list of token windows (special tokens included)."""
+
+    chunks: list[list[list[int]]]
+    n_tokens: list[int]
+    truncated: int  # reports longer than max_chunks windows (their tail is not seen)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+
+def windows(tokenizer, texts, max_length: int, stride: int, max_chunks: int) -> Windows:
+    """Split each report into overlapping windows of ``max_length`` tokens so the whole report is read."""
+    first = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    last = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    head, tail = [t for t in (first,) if t is not None], [t for t in (last,) if t is not None]
+    body = max_length - len(head) - len(tail)
+    step = body - stride
+    chunks, n_tokens, truncated = [], [], 0
+    for text in texts:
+        ids = tokenizer(str(text), add_special_tokens=False)["input_ids"]
+        starts = list(range(0, max(len(ids) - stride, 1), step))
+        if len(starts) > max_chunks:
+            truncated += 1
+            starts = starts[:max_chunks]
+        chunks.append([head + ids[s:s + body] + tail for s in starts])
+        n_tokens.append(len(ids))
+    return Windows(chunks, n_tokens, truncated)
+
+
+def collate(win: Windows, idx, pad_id: int) -> dict:
+    """Pad the reports ``idx`` to [batch, windows, tokens]; explicit per-sample position and token-type ids
+    (opacus computes per-sample gradients of the embeddings only from per-sample inputs)."""
+    rows = [win.chunks[int(i)] for i in idx]
+    K = max((len(r) for r in rows), default=1)
+    L = max((len(c) for r in rows for c in r), default=2)
+    ids = torch.full((len(rows), K, L), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), K, L), dtype=torch.long)
+    for b, r in enumerate(rows):
+        for k, c in enumerate(r):
+            ids[b, k, :len(c)] = torch.tensor(c)
+            mask[b, k, :len(c)] = 1
+    pos = torch.arange(L).expand(len(rows), K, L).contiguous()
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids), "position_ids": pos}
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+# ---------------------------------------------------------------------------------------------
+class ReportClassifier(nn.Module):
+    """Encoder over each window, pooled over the whole report, + multi-label linear head.
+
+    Windows are encoded one window index at a time, so every encoder call has the report batch as its
+    first dimension: opacus's hooks then sum each report's per-sample gradient over its windows, and
+    clipping bounds a report's whole contribution (one report = one DP unit)."""
+
+    def __init__(self, encoder: nn.Module, hidden: int, n_labels: int, pooling: str = "mean"):
+        super().__init__()
+        self.encoder = encoder
+        self.pooling = pooling
+        self.head = nn.Linear(hidden, n_labels)
+
+    def forward(self, input_ids, attention_mask, token_type_ids, position_ids):
+        total, count = 0.0, 0.0
+        for k in range(input_ids.shape[1]):
+            m = attention_mask[:, k]
+            out = self.encoder(input_ids=input_ids[:, k], attention_mask=m, token_type_ids=token_type_ids[:, k],
+                               position_ids=position_ids[:, k]).last_hidden_state
+            if self.pooling == "cls":
+                w = m[:, :1].to(out.dtype)  # 1 where the window exists
+                total = total + out[:, 0] * w
+                count = count + w
+            else:
+                w = m.unsqueeze(-1).to(out.dtype)
+                total = total + (out * w).sum(1)
+                count = count + w.sum(1)
+        return self.head(total / count.clamp(min=1))
+
+
+def load_encoder(path: str):
+    """Tokenizer and encoder from a local checkpoint directory (never from a hub)."""
+    from pathlib import Path
+
+    from transformers import AutoModel, AutoTokenizer
+
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"encoder checkpoint {path} is not a directory; fetch it with `make models` "
+                                f"or pass a local Hugging Face checkpoint path")
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    enc = AutoModel.from_pretrained(path, local_files_only=True)
+    if getattr(enc, "pooler", None) is not None:
+        enc.pooler = None  # unused (we pool ourselves); LoRA on it would get no gradient and opacus would fail
+    return tok, enc
+
+
+def build_model(cfg: TrainConfig, encoder_path: str, n_labels: int, init_state: dict | None = None):
+    tok, enc = load_encoder(encoder_path)
+    model = ReportClassifier(enc, enc.config.hidden_size, n_labels, cfg.pooling)
+    if init_state is not None:
+        missing, unexpected = model.load_state_dict(init_state, strict=False)
+        if unexpected:
+            raise ValueError(f"init_state has parameters the model lacks: {unexpected[:5]}")
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=list(cfg.lora_targets), bias="none")
+        model.encoder = get_peft_model(model.encoder, lcfg)
+        for p in model.head.parameters():
+            p.requires_grad = True
+    return tok, model
+
+
+def trainable_names(model: nn.Module) -> list[str]:
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def _per_sample_bce(logits, y):
+    """Multi-label BCE averaged over labels: one loss per report (what ghost clipping needs)."""
+    return nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(dim=1)
+
+
+class _PerSampleBCE(nn.Module):
+    reduction = "mean"
+
+    def forward(self, logits, y):
+        return _per_sample_bce(logits, y)
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    model: nn.Module
+    history: list[dict]
+    epsilon: float
+    accounting: dict
+    seconds: float
+    truncated: int
+    n_train: int
+    tokenizer: object = None
+    samples_per_second: float = float("nan")
+
+    def state_dict(self) -> dict:
+        """Plain (merged) weights: LoRA adapters folded into the encoder, loadable by a non-LoRA model."""
+        import copy
+
+        m = copy.deepcopy(self.model)
+        if hasattr(m.encoder, "merge_and_unload"):
+            m.encoder = m.encoder.merge_and_unload()
+        return {k: v.detach().cpu() for k, v in m.state_dict().items()}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        warnings.warn(f"device {name!r} requested but CUDA is not available; training on CPU")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray, val_texts=None, Y_val=None,
+          init_state: dict | None = None, progress: bool = False) -> TrainResult:
+    """Train one configuration; returns the model, loss history and (DP modes) the audited ε."""
+    from tqdm.auto import tqdm
+
+    Y_train = np.asarray(Y_train, dtype=np.float32)
+    if len(train_texts) != len(Y_train):
+        raise ValueError(f"{len(train_texts)} texts but {len(Y_train)} label rows")
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    tok, model = build_model(cfg, encoder_path, Y_train.shape[1], init_state)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    win = windows(tok, train_texts, cfg.max_length, cfg.stride, cfg.max_chunks)
+    n = len(win)
+    y_all = torch.tensor(Y_train)
+    loader = DataLoader(TensorDataset(torch.arange(n)), batch_size=cfg.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    model.to(device)
+    head = list(model.head.parameters())
+    body = [p for n_, p in model.named_parameters() if p.requires_grad and not n_.startswith("head.")]
+    opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}], weight_decay=0.0)
+    delta = cfg.delta or 1.0 / (10 * n)
+    engine, accounting, eps, criterion = None, {}, math.inf, None
+    if cfg.private:
+        from opacus import PrivacyEngine
+
+        engine = PrivacyEngine(accountant="prv", secure_mode=False)
+        kw = dict(module=model, optimizer=opt, data_loader=loader, target_epsilon=cfg.epsilon, target_delta=delta,
+                  epochs=cfg.epochs, max_grad_norm=cfg.max_grad_norm, poisson_sampling=True,
+                  grad_sample_mode=cfg.grad_sample_mode)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if cfg.grad_sample_mode == "ghost":
+                model, opt, criterion, loader = engine.make_private_with_epsilon(criterion=_PerSampleBCE(), **kw)
+            else:
+                model, opt, loader = engine.make_private_with_epsilon(**kw)
+    val = windows(tok, val_texts, cfg.max_length, cfg.stride, cfg.max_chunks) if val_texts is not None else None
+    history, t0, seen = [], time.time(), 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        losses = []
+        for (idx,) in tqdm(loader, disable=not progress, desc=f"{cfg.mode} epoch {epoch + 1}/{cfg.epochs}"):
+            opt.zero_grad()
+            if len(idx) == 0:  # Poisson sampling drew no report: still a noisy step, as the accountant assumes
+                if engine is not None:
+                    for p in opt.params:
+                        p.grad_sample = torch.zeros((0, *p.shape), device=p.device)
+                    opt.step()
+                continue
+            xs = {k: v.to(device) for k, v in collate(win, idx, pad).items()}
+            y = y_all[idx].to(device)
+            logits = model(**xs)
+            if criterion is not None:
+                loss = criterion(logits, y)
+            else:
+                loss = _per_sample_bce(logits, y).mean()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss))
+            seen += len(idx)
+        rec = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan")}
+        if val is not None:
+            logits = torch.tensor(predict_logits(model, val, pad, device))
+            rec["val_loss"] = float(_per_sample_bce(logits, torch.tensor(np.asarray(Y_val, dtype=np.float32))).mean())
+        history.append(rec)
+    seconds = time.time() - t0
+    if engine is not None:
+        from radpriv.dp.accounting import audit
+
+        eps = float(engine.get_epsilon(delta))
+        sigma, q, steps = opt.noise_multiplier, 1.0 / len(loader), len(loader) * cfg.epochs
+        accounting = {"noise_multiplier": sigma, "sample_rate": q, "steps": steps, "delta": delta,
+                      "target_epsilon": cfg.epsilon, "opacus_epsilon": eps, **audit(sigma, q, steps, delta)}
+        if eps > cfg.epsilon * 1.02:
+            raise RuntimeError(f"achieved ε {eps:.4f} exceeds the target {cfg.epsilon}")
+    plain = model._module if hasattr(model, "_module") else model
+    if engine is not None:  # drop opacus hooks so the returned model is a plain module
+        try:
+            model.remove_hooks()
+        except Exception:  # pragma: no cover - already removed
+            pass
+    return TrainResult(cfg, plain, history, eps, accounting, seconds, win.truncated, n, tok,
+                       seen / seconds if seconds > 0 else float("nan"))
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, win: Windows, pad_id: int = 0, device=None, batch_size: int = 32) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    device = device or next(model.parameters()).device
+    outs = []
+    # sort by length so padding stays small, then restore the order
+    order = np.argsort([sum(len(c) for c in ch) for ch in win.chunks], kind="stable")
+    for i in range(0, len(order), batch_size):
+        xs = {k: v.to(device) for k, v in collate(win, order[i:i + batch_size], pad_id).items()}
+        outs.append(model(**xs).float().cpu())
+    logits = torch.cat(outs).numpy() if outs else np.zeros((0, 0))
+    res = np.empty_like(logits)
+    res[order] = logits
+    model.train(was_training)
+    return res
+
+
+def predict_proba(result: TrainResult, texts, encoder_path: str | None = None) -> np.ndarray:
+    """Probabilities per label for ``texts`` (windows as in training)."""
+    tok = result.tokenizer
+    if tok is None:
+        tok, _ = load_encoder(encoder_path)
+    c = result.config
+    win = windows(tok, texts, c.max_length, c.stride, c.max_chunks)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    return 1 / (1 + np.exp(-predict_logits(result.model, win, pad)))
+
+
+# ---------------------------------------------------------------------------------------------
+# cheap rows
+# ---------------------------------------------------------------------------------------------
+def tune_thresholds(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
+    """Per-label threshold maximising F1 on validation (0.5 where a label has no positives)."""
+    from sklearn.metrics import f1_score
+
+    grid = np.linspace(0.05, 0.95, 19)
+    th = np.full(Y.shape[1], 0.5)
+    for j in range(Y.shape[1]):
+        if Y[:, j].sum() == 0:
+            continue
+        th[j] = grid[int(np.argmax([f1_score(Y[:, j], P[:, j] >= t, zero_division=0) for t in grid]))]
+    return th
+
+
+def tfidf_logreg(train_texts, Y_train, val_texts, Y_val, C: float = 4.0):
+    """TF-IDF (word 1-2 grams) + one-vs-rest logistic regression; thresholds tuned on validation."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    X = vec.fit_transform(train_texts)
+    cols = Y_train.sum(0) > 0
+    clf = OneVsRestClassifier(LogisticRegression(C=C, max_iter=2000)).fit(X, Y_train[:, cols])
+
+    def proba(texts):
+        P = np.zeros((len(texts), Y_train.shape[1]))
+        P[:, cols] = clf.predict_proba(vec.transform(texts))
+        return P
+
+    th = tune_thresholds(Y_val, proba(val_texts))
+    return proba, th
+
+
+def dp_tfidf_linear(public_texts, train_texts, Y_train, val_texts, Y_val, epsilon: float, delta: float | None = None,
+                    epochs: int = 30, batch_size: int = 64, lr: float = 0.5, max_grad_norm: float = 1.0, seed: int = 0):
+    """A linear model over TF-IDF features trained with DP-SGD through opacus. Vocabulary and IDF are
+    fitted on the PUBLIC corpus only, so the features themselves reveal nothing about the private data."""
+    from opacus import PrivacyEngine
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from radpriv.dp.accounting import audit
+
+    torch.manual_seed(seed)
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=20000).fit(public_texts)
+    X = torch.tensor(vec.transform(train_texts).toarray(), dtype=torch.float32)
+    y = torch.tensor(Y_train, dtype=torch.float32)
+    n = len(X)
+    delta = delta or 1.0 / (10 * n)
+    model = nn.Linear(X.shape[1], Y_train.shape[1])
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    loader = DataLoader(TensorDataset(X, y), batch_size=batch_size, shuffle=True)
+    engine = PrivacyEngine(accountant="prv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, opt, loader = engine.make_private_with_epsilon(module=model, optimizer=opt, data_loader=loader,
+                                                              target_epsilon=epsilon, target_delta=delta, epochs=epochs,
+                                                              max_grad_norm=max_grad_norm, poisson_sampling=True)
+    for _ in range(epochs):
+        for xb, yb in loader:
+            if len(yb) == 0:
+                continue
+            opt.zero_grad()
+            _per_sample_bce(model(xb), yb).mean().backward()
+            opt.step()
+    eps = float(engine.get_epsilon(delta))
+    acc = audit(opt.noise_multiplier, 1.0 / len(loader), len(loader) * epochs, delta)
+    lin = model._module
+
+    def proba(texts):
+        with torch.no_grad():
+            return torch.sigmoid(lin(torch.tensor(vec.transform(texts).toarray(), dtype=torch.float32))).numpy()
+
+    th = tune_thresholds(Y_val, proba(val_texts))
+    return proba, th, eps, acc

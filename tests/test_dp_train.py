@@ -1,0 +1,147 @@
+"""DP-LoRA training on the real MiniLM encoder (tiny data): windows cover whole reports, per-sample
+gradients over windows are exact, clipping holds, one DP step touches only LoRA and head weights."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import warnings
+
+from radpriv.dp.train import TrainConfig, build_model, collate, predict_proba, train, windows
+from radpriv.llm import registry
+
+ENC = registry.get_model("minilm-l6").local_path
+TEXTS = ["No pleural effusion. Heart size normal.",
+         "Large right pleural effusion with adjacent atelectasis. " * 12,  # long: several windows
+         "Cardiomegaly. Small left effusion.", "Lungs are clear."]
+Y = np.array([[0, 0], [1, 1], [1, 0], [0, 0]], dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    if not ENC.is_dir():
+        pytest.skip("minilm-l6 not fetched (make models-test)")
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(str(ENC), local_files_only=True)
+
+
+def test_windows_cover_the_whole_report(tok):
+    win = windows(tok, TEXTS, max_length=32, stride=8, max_chunks=50)
+    ids = tok(TEXTS[1], add_special_tokens=False)["input_ids"]
+    chunks = win.chunks[1]
+    assert len(chunks) > 3 and all(len(c) <= 32 for c in chunks)
+    body = [c[1:-1] for c in chunks]
+    assert body[0][:10] == ids[:10] and body[-1][-10:] == ids[-10:]  # first and last tokens are read
+    rebuilt = body[0] + [t for b in body[1:] for t in b[8:]]  # drop the overlap of each later window
+    assert rebuilt == ids
+    assert win.truncated == 0 and len(win.chunks[0]) == 1
+
+
+def test_truncation_is_counted(tok):
+    win = windows(tok, TEXTS, max_length=32, stride=8, max_chunks=2)
+    assert win.truncated == 1 and len(win.chunks[1]) == 2
+
+
+def test_collate_shapes_and_masks(tok):
+    win = windows(tok, TEXTS, max_length=32, stride=8, max_chunks=3)
+    b = collate(win, [0, 1], tok.pad_token_id)
+    assert b["input_ids"].shape == (2, 3, 32)
+    assert b["attention_mask"][0, 1:].sum() == 0  # report 0 has one window: the others are padding
+    assert b["position_ids"][1, 2, 5] == 5 and b["token_type_ids"].abs().sum() == 0
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"mode": "dp-lora"}, "needs a finite epsilon"),
+    ({"mode": "lora", "epsilon": 1.0}, "non-private: epsilon must be inf"),
+    ({"mode": "dp-full", "epsilon": 1.0, "grad_sample_mode": "ghost", "max_chunks": 4}, "needs max_chunks=1"),
+    ({"mode": "sgd"}, "is not one of"),
+    ({"stride": 300, "max_length": 256}, "stride must be in"),
+])
+def test_config_errors(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        TrainConfig(**kw)
+
+
+def test_config_roundtrips_json():
+    c = TrainConfig(mode="dp-lora", epsilon=1.0, lora_targets=["query"])
+    assert TrainConfig.from_json(c.to_json()) == c
+    assert math.isinf(TrainConfig.from_json(TrainConfig().to_json()).epsilon)
+
+
+def _private(cfg, model, loader, noise=0.0):
+    from opacus import PrivacyEngine
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return PrivacyEngine().make_private(module=model, optimizer=opt, data_loader=loader, noise_multiplier=noise,
+                                            max_grad_norm=cfg.max_grad_norm, poisson_sampling=False)
+
+
+def test_per_sample_gradients_sum_over_windows(tok):
+    """opacus's per-sample gradient of a multi-window report equals that report's own gradient."""
+    from torch.utils.data import DataLoader, TensorDataset
+    from radpriv.dp.train import _per_sample_bce
+    cfg = TrainConfig(mode="dp-lora", epsilon=1.0, max_length=32, stride=8, max_chunks=6, lora_dropout=0.0)
+    torch.manual_seed(0)
+    _, model = build_model(cfg, str(ENC), 2)
+    ref = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    win = windows(tok, TEXTS, cfg.max_length, cfg.stride, cfg.max_chunks)
+    loader = DataLoader(TensorDataset(torch.arange(4)), batch_size=4)
+    gsm, opt, _ = _private(cfg, model, loader)
+    x = collate(win, [0, 1, 2, 3], tok.pad_token_id)
+    _per_sample_bce(gsm(**x), torch.tensor(Y)).mean().backward()
+    name, p = next((n, p) for n, p in gsm.named_parameters() if p.requires_grad and "lora_A" in n)
+    per_sample = p.grad_sample.clone()
+    # the same report alone through a fresh, unwrapped copy of the model
+    _, alone = build_model(cfg, str(ENC), 2)
+    alone.load_state_dict(ref)
+    x1 = collate(win, [1], tok.pad_token_id)
+    (_per_sample_bce(alone(**x1), torch.tensor(Y[1:2])).sum() / 4).backward()  # mean over 4 → 1/4 each
+    q = dict(alone.named_parameters())[name.removeprefix("_module.")]
+    assert x["input_ids"].shape[1] > 1
+    assert torch.allclose(per_sample[1], q.grad, atol=1e-6, rtol=1e-4)
+
+
+def test_clipping_bounds_each_report(tok):
+    from torch.utils.data import DataLoader, TensorDataset
+    from radpriv.dp.train import _per_sample_bce
+    cfg = TrainConfig(mode="dp-lora", epsilon=1.0, max_length=32, stride=8, max_chunks=4, max_grad_norm=0.01)
+    _, model = build_model(cfg, str(ENC), 2)
+    win = windows(tok, TEXTS, cfg.max_length, cfg.stride, cfg.max_chunks)
+    gsm, opt, _ = _private(cfg, model, DataLoader(TensorDataset(torch.arange(4)), batch_size=1))
+    for i in range(4):
+        opt.zero_grad()
+        (_per_sample_bce(gsm(**collate(win, [i], tok.pad_token_id)), torch.tensor(Y[i:i + 1])) * 100).mean().backward()
+        raw = torch.sqrt(sum((p.grad_sample ** 2).sum() for p in opt.params))
+        opt.pre_step()  # clip and accumulate (σ=0: no noise)
+        clipped = torch.sqrt(sum((p.summed_grad ** 2).sum() for p in opt.params))
+        assert raw > cfg.max_grad_norm  # the bound is really exercised
+        assert clipped <= cfg.max_grad_norm * (1 + 1e-5)
+
+
+def test_one_dp_step_changes_only_lora_and_head():
+    cfg = TrainConfig(mode="dp-lora", epsilon=50.0, epochs=1, batch_size=4, max_length=32, stride=8, lr=1e-2)
+    before = {n: p.detach().clone() for n, p in build_model(cfg, str(ENC), 2)[1].named_parameters()}
+    torch.manual_seed(0)
+    res = train(cfg, str(ENC), TEXTS, Y)
+    after = dict(res.model.named_parameters())
+    changed = {n for n, p in after.items() if not torch.equal(p.detach(), before[n])}
+    # LoRA B starts at zero: a step moves it; base weights never move
+    assert any("lora_B" in n for n in changed) and any(n.startswith("head.") for n in changed)
+    assert all(("lora_" in n) or n.startswith("head.") for n in changed), sorted(changed)[:5]
+    assert res.epsilon <= 50.0 and res.accounting["ok"]
+
+
+@pytest.mark.slow
+def test_dp_lora_learns_a_separable_task():
+    """Guards against the opacus+peft failure where DP-LoRA trains with normal-looking loss but learns nothing."""
+    rng = np.random.default_rng(0)
+    pos = ["Moderate left pleural effusion.", "Small bilateral pleural effusions.", "Right pleural effusion noted."]
+    neg = ["No pleural effusion.", "Lungs are clear.", "No acute cardiopulmonary process."]
+    texts = [rng.choice(pos if i % 2 else neg) for i in range(120)]
+    y = np.array([[i % 2] for i in range(120)], dtype=np.float32)
+    cfg = TrainConfig(mode="dp-lora", epsilon=8.0, epochs=4, batch_size=24, max_length=32, stride=8, lr=5e-3)
+    res = train(cfg, str(ENC), texts, y)
+    p = predict_proba(res, pos + neg)[:, 0]
+    assert p[:3].min() > p[3:].max(), p
