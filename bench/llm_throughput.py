@@ -43,7 +43,7 @@ import pandas as pd  # noqa: E402
 from radpriv.data import load_dataset  # noqa: E402
 from radpriv.llm import prompts  # noqa: E402
 from radpriv.llm.backends import get_backend  # noqa: E402
-from radpriv.llm.engine import build_messages, label_frame  # noqa: E402
+from radpriv.llm.engine import build_messages, label_frame, prefill_questions  # noqa: E402
 from radpriv.llm.registry import model_path, resolve_model  # noqa: E402
 
 LABELERS = ("naive", "template", "scoring")
@@ -107,6 +107,8 @@ def engine_run(frame, schema, name, mode, backend_opts, timeout) -> dict:
 
 def question_tokens(backend, schema, text: str) -> int:
     """Tokens of the per-finding questions appended to one report's state in scoring mode."""
+    if schema.task != "single" and prefill_questions(backend):  # "<label>:" as the start of the answer
+        return sum(len(backend.tokenize(prompts.answer_prefix(schema, f), special=False)) for f in schema.ids)
     msgs = build_messages(schema, "scoring", text)
     base = backend.render(msgs, add_generation_prompt=False)
     n = 0
@@ -127,6 +129,9 @@ def bench_model(name: str, frame: pd.DataFrame, schema, rounds: int, n_threads: 
     tok = backends["template"]
     report_tokens = [tok.count_tokens(t) for t in frame["text"]]
     q_tokens = question_tokens(tok, schema, frame["text"].iloc[0])
+    # the engine evaluates each mode's shared prefix (system instructions) once per run
+    shared = {m: len(tok.tokenize(tok.render(build_messages(schema, m, "")[:1], add_generation_prompt=False)))
+              for m in ("template", "scoring")}
 
     totals = {m: {"seconds": 0.0, "prompt_tokens": 0.0, "completion_tokens": 0.0, "failures": 0, "answers": {}}
               for m in LABELERS}
@@ -156,9 +161,12 @@ def bench_model(name: str, frame: pd.DataFrame, schema, rounds: int, n_threads: 
                "reports_per_s": n / t["seconds"], "s_per_report": t["seconds"] / n,
                "report_tokens": rep, "prompt_tokens_eval": ptok, "token_ratio": ptok / rep,
                "completion_tokens": t["completion_tokens"] / n, "failures": t["failures"]}
+        # per report once the shared prefix is in the KV cache (what the n-th report costs)
+        steady = ptok if m == "naive" else (t["prompt_tokens"] - shared[m]) / n
+        row["steady_tokens"], row["steady_ratio"] = steady, steady / rep
         if m == "scoring":
             row["question_tokens"] = q_tokens
-            row["report_state_ratio"] = (ptok - q_tokens) / rep
+            row["report_state_ratio"] = (steady - q_tokens) / rep
         rows.append(row)
     base = rows[0]["reports_per_s"]
     for row in rows:
@@ -198,7 +206,7 @@ def main(argv=None) -> int:
         rows += bench_model(name, frame, schema, min(a.rounds, len(frame)), threads, a.n_ctx, a.timeout)
     df = pd.DataFrame(rows)
     cols = ["model", "labeler", "n", "reports_per_s", "s_per_report", "speedup_vs_naive", "prompt_tokens_eval",
-            "report_tokens", "token_ratio", "completion_tokens", "failures"]
+            "report_tokens", "token_ratio", "steady_ratio", "completion_tokens", "failures"]
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
         print(df[cols].to_string(index=False))
         extra = df[df.labeler == "engine/scoring"][["model", "question_tokens", "report_state_ratio"]]
@@ -210,7 +218,8 @@ def main(argv=None) -> int:
     for r in df[df.labeler != "naive"].itertuples():
         print(f"  {r.model:22s} {r.labeler:15s} speed {'MET ' if r.speedup_vs_naive >= TARGET_SPEEDUP else 'MISS'} "
               f"({r.speedup_vs_naive:.2f}x)  tokens {'MET ' if r.token_ratio <= TARGET_TOKEN_RATIO else 'MISS'} "
-              f"({r.token_ratio:.2f}x)")
+              f"({r.token_ratio:.2f}x over {r.n} reports incl. the one shared prefix; "
+              f"{r.steady_ratio:.2f}x per report once it is cached)")
     if a.json:
         df.to_json(a.json, orient="records", indent=1)
     return 0

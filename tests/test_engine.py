@@ -63,6 +63,41 @@ def test_multilabel_template_and_scoring_modes(smol, tmp_path):
     assert s.stats["completion_tokens_per_report"] == 0 and t.stats["completion_tokens_per_report"] > 20
 
 
+def test_multilabel_scoring_reads_answer_prefixes_on_the_shared_report_state(smol, tmp_path):
+    """llama.cpp multi-label scoring: report state evaluated once, then only "<label>:" per finding;
+    the rewound-state probabilities equal those of a fresh evaluation of the whole sequence."""
+    import numpy as np
+
+    from radpriv.llm import prompts
+    from radpriv.llm.backends import _log_softmax, get_backend
+    from radpriv.llm.engine import build_messages
+
+    schema = load_schema("ctrate18")
+    df = synthetic.generate("ct", n=20, seed=2).head(3)
+    run = label_frame(df, schema, "smollm2-135m", mode="scoring", cache=False, progress=False)
+    assert run.stats["n_failures"] == 0 and run.stats["completion_tokens_per_report"] == 0
+    b = get_backend(get_model("smollm2-135m"))
+    msgs = build_messages(schema, "scoring", df.text.iloc[2])
+    prefixes = [prompts.answer_prefix(schema, f) for f in schema.ids[:3]]
+    opts = prompts.options(schema)
+    sc = b.score_continuations(msgs, prefixes, opts)
+    base = b.tokenize(b.render(msgs))
+    prefix_tokens = sum(len(b.tokenize(p, special=False)) for p in prefixes)
+    assert sc.prompt_tokens <= len(base) - b.count_tokens(prompts.instructions(schema, "scoring")) + prefix_tokens
+    opt_tok = [b.tokenize(f" {o}", special=False)[0] for o in opts]
+    for p, got in zip(prefixes, sc.logprobs):
+        b.llm.reset()  # fresh state, whole sequence at once
+        b.llm.eval(base + b.tokenize(p, special=False))
+        want = _log_softmax(b._last_logits()[opt_tok])
+        np.testing.assert_allclose([got[o] for o in opts], want, atol=0.05)
+    # per report: the report's tokens plus chat markup plus a few tokens per finding, not a chat turn each
+    q_all = sum(len(b.tokenize(prompts.answer_prefix(schema, f), special=False)) for f in schema.ids)
+    assert q_all < 6 * len(schema.ids)
+    total = run.stats["prompt_tokens_per_report"] * 3  # the first report also paid the shared prefix
+    later = (total - len(base) - q_all) / 2  # reports 1 and 2 without it (the whole of report 3 is len(base) + q_all)
+    assert later < max(b.count_tokens(t) for t in df.text[:2]) + 20 + q_all
+
+
 def test_scoring_is_deterministic_and_reuses_the_shared_prefix(smol, cmr, tmp_path):
     ev, train = cmr
     fs = few_shot_examples(train, load_schema("cmr"))

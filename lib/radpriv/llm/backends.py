@@ -233,6 +233,31 @@ class LlamaCppBackend(Backend):
             secs = time.perf_counter() - t0
         return Scores(logprobs=out, prompt_tokens=evaluated, prompt_tokens_total=len(base_tokens), seconds=secs)
 
+    def score_continuations(self, messages, prefixes, options, deadline=None) -> Scores:
+        """Scoring with the questions in the assistant's voice: the report state ends with the
+        assistant's turn opened; for each prefix (e.g. ``"Cardiomegaly:"``) the option words, each
+        with a leading space, are scored as the next token. Only the prefix tokens (a few per
+        finding) are evaluated on top of the shared report state, instead of a whole chat turn."""
+        base_tokens = self.tokenize(self.render(messages, add_generation_prompt=True))
+        opt_tok = self._options_first_tokens([f" {o}" for o in options])
+        out: list[dict[str, float]] = []
+        with self._lock:
+            t0 = time.perf_counter()
+            evaluated = self._eval_from(base_tokens)
+            n_base = self.llm.n_tokens
+            for prefix in prefixes:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise BackendTimeout(f"scored {len(out)} of {len(prefixes)} questions before the timeout")
+                suffix = self.tokenize(prefix, special=False)
+                self.llm.n_tokens = n_base          # rewind to the report state (KV beyond is dropped by eval)
+                self.llm.eval(suffix)
+                evaluated += len(suffix)
+                lp = _log_softmax(self._last_logits()[opt_tok])
+                out.append({o: float(v) for o, v in zip(options, lp)})
+            self.llm.n_tokens = n_base
+            secs = time.perf_counter() - t0
+        return Scores(logprobs=out, prompt_tokens=evaluated, prompt_tokens_total=len(base_tokens), seconds=secs)
+
     def close(self) -> None:
         self.llm.close()
 

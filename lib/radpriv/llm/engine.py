@@ -85,6 +85,13 @@ def _answer_template(backend: Backend, schema: Schema, msgs: list[dict], params:
     raise ValueError("; ".join(errors))
 
 
+def prefill_questions(backend: Backend | str) -> bool:
+    """Multi-label scoring asks each finding as the start of the assistant's answer (a few tokens on
+    the shared report state) where the backend can continue a turn: in-process llama.cpp."""
+    name = backend if isinstance(backend, str) else getattr(backend, "name", "")
+    return name == "llamacpp"
+
+
 def _answer_scoring(backend: Backend, schema: Schema, msgs: list[dict], deadline: float) -> dict:
     opts = prompts.options(schema)
     if schema.task == "single":
@@ -92,8 +99,12 @@ def _answer_scoring(backend: Backend, schema: Schema, msgs: list[dict], deadline
         probs = {cat: math.exp(sc.logprobs[0][letter]) for cat, letter in zip(schema.ids, opts)}
         labels = {"label": max(probs, key=probs.get)}
         p = {f"p__{c}": v for c, v in probs.items()}
+    elif prefill_questions(backend):
+        sc = backend.score_continuations(msgs, [prompts.answer_prefix(schema, f) for f in schema.ids], opts,
+                                         deadline=deadline)
     else:
         sc = backend.score_options(msgs, [prompts.question(schema, f) for f in schema.ids], opts, deadline=deadline)
+    if schema.task != "single":
         states, p = {}, {}
         for fid, lp in zip(schema.ids, sc.logprobs):
             pr = {o: math.exp(v) for o, v in lp.items()}
@@ -134,6 +145,9 @@ def label_frame(frame: pd.DataFrame, schema: Schema | str, model: str | ModelSpe
             backend = get_backend(spec, **opts)
         return backend
 
+    # multi-label scoring with the findings as answer prefixes is a different method: its own cache entries
+    key_extra = ({"questions": "answer_prefix"} if mode == "scoring" and schema.task != "single"
+                 and prefill_questions(backend_name) else {})
     answers: dict[str, dict] = {}
     failures: list[dict] = []
     hits = 0
@@ -143,7 +157,7 @@ def label_frame(frame: pd.DataFrame, schema: Schema | str, model: str | ModelSpe
         rid, text = item
         msgs = build_messages(schema, mode, text, few_shot)
         key = AnswerCache.key(spec.model_id, backend_name, msgs, prompts.answer_schema(schema),
-                              {**params, "mode": mode}) if use_cache else None
+                              {**params, "mode": mode, **key_extra}) if use_cache else None
         if use_cache:
             got = cache.get(key)
             if got is not None:

@@ -7,7 +7,10 @@ Template mode (the papers' method): the model writes one JSON object per report.
   template (like the published one) does not separate "absent" from "not mentioned": both are false.
 
 Scoring mode: the same instructions, then one short question per finding (or one for the category);
-the answer is read from the next-token log-probabilities of the option words.
+the answer is read from the next-token log-probabilities of the option words. Multi-label schemas on
+the in-process llama.cpp backend ask each finding as the start of the assistant's answer instead
+(``answer_prefix``: "<label>:" then " present" / " absent" / " uncertain"), a few tokens per finding
+on the shared report state; servers get the question as a chat turn (``question``).
 
 Rules (issue text of Study 2): true only when stated without hedging; uncertain for hedges
 ("possible", "cannot be excluded", "suspected", "most likely", ...); false when negated or not
@@ -74,6 +77,13 @@ def question(schema: Schema, finding_id: str | None = None) -> str:
         return "Primary diagnostic category (letter only)?"
     f = schema.finding(finding_id)
     return f"{f.label}: present, absent or uncertain?"
+
+
+def answer_prefix(schema: Schema, finding_id: str) -> str:
+    """Scoring mode on backends that can continue the assistant's turn (llama.cpp in process): the
+    finding is cued as the start of the answer (``"Cardiomegaly:"``) and the option word is read as
+    the next token. A few tokens per finding instead of a whole chat turn with a question."""
+    return f"{schema.finding(finding_id).label}:"
 
 
 def options(schema: Schema) -> list[str]:

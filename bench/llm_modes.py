@@ -1,0 +1,135 @@
+"""Template vs scoring mode: F1 (weighted, macro), AUC and seconds per report, on synthetic and real reports.
+
+For one model and each dataset (default: the synthetic CT-RATE-18 test split and a sample of the real
+CT-RATE manually annotated reports, ``ct_rate_annotated_dev``), label ``--n-test`` test reports in
+template mode and in scoring mode, and ``--n-val`` validation reports in scoring mode (to choose the
+decision threshold). Reported per mode:
+
+- template: weighted / macro F1 of ``present`` (exclusive policy: uncertain counts as not present);
+- scoring, argmax: the state with the highest next-token probability (no threshold);
+- scoring, threshold: ``present`` when p(present) >= t, with one global t chosen on the validation
+  reports (maximising weighted F1 there), then applied unchanged to the test reports;
+- scoring AUC: per-finding ROC AUC of p(present) (findings with both classes among the test reports),
+  macro-averaged, and the pooled (micro) AUC;
+- seconds per report as measured by the engine (``stats['seconds_per_report']``, which keeps the
+  original timing of answers served from the answer cache).
+
+Answers go through the persistent answer cache (``--cache``; default the user cache) so an interrupted
+run resumes. Samples are the first reports of each split in file order (fixed, reproducible).
+
+    python bench/llm_modes.py --model qwen2.5-coder-0.5b --n-test 40 --n-val 40
+    python bench/llm_modes.py --model qwen2.5-coder-1.5b --modes scoring --datasets ct_rate_annotated_dev
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.metrics import f1_score, roc_auc_score  # noqa: E402
+
+from radpriv.data import DataError, load_dataset  # noqa: E402
+from radpriv.evaluate import binarize, fill_failures, score_labels  # noqa: E402
+from radpriv.llm import AnswerCache  # noqa: E402
+from radpriv.llm.engine import label_frame  # noqa: E402
+
+
+def f1s(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    """(weighted F1, macro F1 over findings present in the reference), as radpriv.evaluate.score_labels."""
+    keep = y.sum(axis=0) > 0
+    return (float(f1_score(y, p, average="weighted", zero_division=0)),
+            float(f1_score(y, p, average=None, zero_division=0)[keep].mean()))
+
+
+def p_present(answers: pd.DataFrame, truth: pd.DataFrame, ids: list[str]) -> np.ndarray:
+    """p(present) per report and finding; failed reports get 0 (scored as 'not present')."""
+    a = answers.set_index("report_id").reindex(truth["report_id"])
+    return np.nan_to_num(a[[f"p_present__{f}" for f in ids]].to_numpy(dtype=float), nan=0.0)
+
+
+def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    grid = np.unique(np.concatenate([np.linspace(0.01, 0.99, 99), np.quantile(p, np.linspace(0, 1, 101))]))
+    best = max(grid, key=lambda t: (f1s(y, (p >= t).astype(int))[0], -abs(t - 0.5)))
+    return float(best)
+
+
+def aucs(y: np.ndarray, p: np.ndarray) -> tuple[float, float, int]:
+    per = [roc_auc_score(y[:, j], p[:, j]) for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
+    micro = roc_auc_score(y.ravel(), p.ravel()) if 0 < y.sum() < y.size else float("nan")
+    return (float(np.mean(per)) if per else float("nan")), float(micro), len(per)
+
+
+def run_dataset(name: str, model: str, modes: list[str], n_test: int, n_val: int, cache, opts, timeout) -> list[dict]:
+    ds = load_dataset(name)
+    schema, ids = ds.schema, list(ds.schema.ids)
+    test, val = ds.split("test").head(n_test), ds.split("validation").head(n_val)
+    yt = binarize(test, ids)
+    rows = []
+    for mode in modes:
+        run = label_frame(test, schema, model, mode=mode, cache=cache, timeout=timeout, backend_opts=opts,
+                          progress=True)
+        pred = fill_failures(test, run.answers, run.failures, schema)
+        sc = score_labels(test, pred, schema, n_resamples=0).set_index("metric")["value"]
+        base = {"dataset": name, "model": model, "n_test": len(test), "failures": int(run.stats["n_failures"]),
+                "s_per_report": run.stats["seconds_per_report"],
+                "prompt_tokens": run.stats["prompt_tokens_per_report"],
+                "completion_tokens": run.stats["completion_tokens_per_report"],
+                "present_calls": int(binarize(pred, ids).sum()), "present_true": int(yt.sum())}
+        label = "template" if mode == "template" else "scoring/argmax"
+        rows.append({**base, "mode": label, "weighted_f1": sc["weighted_f1"], "macro_f1": sc["macro_f1"]})
+        if mode == "scoring":
+            vrun = label_frame(val, schema, model, mode=mode, cache=cache, timeout=timeout, backend_opts=opts,
+                               progress=True)
+            t = choose_threshold(binarize(val, ids), p_present(vrun.answers, val, ids))
+            pt = p_present(run.answers, test, ids)
+            yp = (pt >= t).astype(int)
+            w, m = f1s(yt, yp)
+            auc_macro, auc_micro, n_auc = aucs(yt, pt)
+            rows.append({**base, "mode": f"scoring/threshold", "threshold": t, "n_val": len(val),
+                         "weighted_f1": w, "macro_f1": m, "present_calls": int(yp.sum()),
+                         "auc_macro": auc_macro, "auc_micro": auc_micro, "auc_findings": n_auc})
+        print(pd.DataFrame(rows[-2:] if mode == "scoring" else rows[-1:]).to_string(index=False), flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="qwen2.5-coder-0.5b")
+    ap.add_argument("--modes", default="template,scoring")
+    ap.add_argument("--datasets", default="synthetic_ct,ct_rate_annotated_dev")
+    ap.add_argument("--n-test", type=int, default=40)
+    ap.add_argument("--n-val", type=int, default=40)
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("RADPRIV_BENCH_THREADS", 0)) or None)
+    ap.add_argument("--timeout", type=float, default=1800.0)
+    ap.add_argument("--cache", default=None, help="answer-cache SQLite file (default: the user cache); 'off' disables")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    cache = False if a.cache == "off" else (AnswerCache(a.cache) if a.cache else None)
+    opts = {"n_threads": a.threads} if a.threads else {}
+    rows = []
+    for name in [d.strip() for d in a.datasets.split(",") if d.strip()]:
+        try:
+            rows += run_dataset(name, a.model, [m.strip() for m in a.modes.split(",")], a.n_test, a.n_val, cache,
+                                opts, a.timeout)
+        except (FileNotFoundError, DataError) as exc:  # e.g. the real reports are not on this machine
+            print(f"skipping {name}: {exc}", file=sys.stderr)
+    df = pd.DataFrame(rows)
+    cols = [c for c in ["dataset", "model", "mode", "n_test", "weighted_f1", "macro_f1", "auc_macro", "auc_micro",
+                        "threshold", "present_calls", "present_true", "s_per_report", "prompt_tokens",
+                        "completion_tokens", "failures"] if c in df]
+    with pd.option_context("display.width", 220, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
+        print(df[cols].to_string(index=False))
+    if a.json:
+        df.to_json(a.json, orient="records", indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
