@@ -168,7 +168,8 @@ def test_empirical_epsilon_never_exceeds_accountant_on_dp_model(cxr):
 
     ds, f = cxr
     enc = registry.get_model("minilm-l6").local_path
-    common = dict(epochs=2, batch_size=12, lr=2e-3, max_length=64, max_chunks=1, seed=0)
+    common = dict(epochs=2, batch_size=12, lr=2e-3, max_length=64, max_chunks=1, stride=0, seed=0)
+    common = {k: v for k, v in common.items() if k in TrainConfig.__dataclass_fields__}
     cfgs = {"DP-LoRA ε=1": TrainConfig(mode="dp-lora", epsilon=1.0, **common),
             "DP-LoRA ε=8": TrainConfig(mode="dp-lora", epsilon=8.0, **common)}
     table, scores, results = mia.run_membership_audit(f, ds.label_columns, enc, cfgs, n_members=24, n_reference=24,
