@@ -213,3 +213,40 @@ def accounting_table(runs: pd.DataFrame) -> pd.DataFrame:
                      "opacus RDP": acc["opacus_rdp"], "dp_accounting RDP": acc["dp_accounting_rdp"],
                      "PRV vs PLD": acc["prv_vs_pld"], "RDP vs RDP": acc["rdp_vs_rdp"], "ok": acc["ok"]})
     return pd.DataFrame(rows)
+
+
+def prepare(ds, limit: int | None = None, policy: str = "exclusive") -> dict[str, Split]:
+    """train/validation/test Splits of a multi-label dataset; ``limit`` caps each split (smoke runs)."""
+    if ds.schema.task != "multilabel":
+        raise ValueError(f"{ds.name}: Study 3 trains multi-label classifiers; schema {ds.schema.name} is single-label")
+    out = {}
+    for name in ("train", "validation", "test"):
+        frame = ds.split(name)
+        if len(frame) == 0:
+            raise ValueError(f"{ds.name}: split {name!r} is empty; the manifest must assign train/validation/test")
+        out[name] = Split.from_frame(frame.head(limit) if limit else frame, list(ds.schema.ids), policy)
+    return out
+
+
+def public_corpus(schema, n: int = 300, seed: int = 1) -> Split:
+    """A PUBLIC corpus for the public-then-private option and the DP TF-IDF vocabulary: an independent synthetic
+    draw (seed 1, not the embedded corpora's seed 0; no canaries) of the same schema, all splits pooled."""
+    from radpriv.data.synthetic import CORPORA, generate
+
+    corpus = next((c for c, spec in CORPORA.items() if spec["schema"] == schema.name), None)
+    if corpus is None:
+        raise ValueError(f"no synthetic generator writes schema {schema.name!r} (available: "
+                         f"{sorted({s['schema'] for s in CORPORA.values()})}); set public_then_private: false")
+    return Split.from_frame(generate(corpus, n=n, seed=seed, canaries=False), list(schema.ids))
+
+
+def teacher_labels(frame: pd.DataFrame, schema, model: str, mode: str = "scoring", progress: bool = True,
+                   policy: str = "exclusive") -> tuple[np.ndarray, dict]:
+    """0/1 training labels produced by a local LLM through the engine (cached); failed reports are
+    labelled all-absent and counted, never dropped."""
+    from radpriv.evaluate.scoring import fill_failures
+    from radpriv.llm import engine
+
+    run = engine.label_frame(frame, schema, model, mode=mode, progress=progress)
+    pred = fill_failures(frame, run.answers, run.failures, schema)
+    return binarize(pred, list(schema.ids), policy), dict(run.stats)

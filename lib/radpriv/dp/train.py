@@ -269,6 +269,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray, val_texts=None, Y_val=None,
           init_state: dict | None = None, progress: bool = False) -> TrainResult:
     """Train one configuration; returns the model, loss history and (DP modes) the audited ε."""
@@ -285,9 +291,25 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
     win = windows(tok, train_texts, cfg.max_length, cfg.stride, cfg.max_chunks)
     n = len(win)
     y_all = torch.tensor(Y_train)
-    loader = DataLoader(TensorDataset(torch.arange(n)), batch_size=cfg.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(cfg.seed))
+    world = _world_size()
+    if world > 1 and not cfg.private:  # DP modes: opacus draws each rank's Poisson sample itself
+        from torch.utils.data.distributed import DistributedSampler
+
+        loader = DataLoader(TensorDataset(torch.arange(n)), batch_size=max(1, cfg.batch_size // world),
+                            sampler=DistributedSampler(TensorDataset(torch.arange(n)), shuffle=True, seed=cfg.seed))
+    else:
+        loader = DataLoader(TensorDataset(torch.arange(n)), batch_size=cfg.batch_size, shuffle=True,
+                            generator=torch.Generator().manual_seed(cfg.seed))
     model.to(device)
+    if world > 1:  # multi-process (torchrun): opacus's DP wrapper averages clipped, noised gradients across ranks
+        if cfg.private:
+            from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
+
+            model = DPDDP(model)
+        else:
+            model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if _world_size() > 1 and cfg.grad_sample_mode == "ghost":
+        raise ValueError("ghost clipping is not supported with multi-process training here; use grad_sample_mode='hooks'")
     head = list(model.head.parameters())
     body = [p for n_, p in model.named_parameters() if p.requires_grad and not n_.startswith("head.")]
     opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}], weight_decay=0.0)
@@ -328,7 +350,7 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
                 loss = _per_sample_bce(logits, y).mean()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             seen += len(idx)
         rec = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan")}
         if val is not None:
@@ -345,7 +367,10 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
                       "target_epsilon": cfg.epsilon, "opacus_epsilon": eps, **audit(sigma, q, steps, delta)}
         if eps > cfg.epsilon * 1.02:
             raise RuntimeError(f"achieved ε {eps:.4f} exceeds the target {cfg.epsilon}")
-    plain = model._module if hasattr(model, "_module") else model
+    plain = model
+    while hasattr(plain, "_module") or isinstance(plain, nn.parallel.DistributedDataParallel) or \
+            type(plain).__name__ == "DifferentiallyPrivateDistributedDataParallel":
+        plain = plain._module if hasattr(plain, "_module") else plain.module
     if engine is not None:  # drop opacus hooks so the returned model is a plain module
         try:
             model.remove_hooks()

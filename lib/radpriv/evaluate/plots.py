@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from sklearn.metrics import confusion_matrix  # noqa: E402
 
@@ -80,5 +81,28 @@ def privacy_utility_curve(df, x: str = "epsilon", y: str = "weighted_f1", hue: s
     ax.set_xlabel("ε (log scale)")
     ax.set_ylabel(y.replace("_", " "))
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(runs, cols: int = 4):
+    """Training (solid) and validation (dashed) loss per epoch for each run of a grid (``history`` column)."""
+    runs = list(runs.itertuples()) if hasattr(runs, "itertuples") else list(runs)
+    n = len(runs)
+    rows = max(1, int(np.ceil(n / cols)))
+    fig, axes = plt.subplots(rows, min(cols, n) or 1, figsize=(3.2 * min(cols, n or 1), 2.6 * rows), squeeze=False,
+                             sharey=True)
+    for ax, r in zip(axes.flat, runs):
+        h = pd.DataFrame(r.history)
+        ax.plot(h["epoch"], h["train_loss"], marker="o", label="train")
+        if "val_loss" in h:
+            ax.plot(h["epoch"], h["val_loss"], marker="o", ls="--", label="validation")
+        eps = "∞" if not np.isfinite(r.epsilon) else f"{r.epsilon:g}"
+        ax.set_title(f"{r.mode} ε={eps}" + (" (public)" if getattr(r, "init", "none") == "public" else ""), fontsize=9)
+        ax.set_xlabel("epoch")
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    axes[0, 0].set_ylabel("BCE loss")
+    axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     return fig
