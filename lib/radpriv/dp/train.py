@@ -291,6 +291,8 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
     win = windows(tok, train_texts, cfg.max_length, cfg.stride, cfg.max_chunks)
     n = len(win)
     y_all = torch.tensor(Y_train)
+    head = list(model.head.parameters())
+    body = [p for n_, p in model.named_parameters() if p.requires_grad and not n_.startswith("head.")]
     world = _world_size()
     if world > 1 and not cfg.private:  # DP modes: opacus draws each rank's Poisson sample itself
         from torch.utils.data.distributed import DistributedSampler
@@ -310,8 +312,6 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
             model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if _world_size() > 1 and cfg.grad_sample_mode == "ghost":
         raise ValueError("ghost clipping is not supported with multi-process training here; use grad_sample_mode='hooks'")
-    head = list(model.head.parameters())
-    body = [p for n_, p in model.named_parameters() if p.requires_grad and not n_.startswith("head.")]
     opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}], weight_decay=0.0)
     delta = cfg.delta or 1.0 / (10 * n)
     engine, accounting, eps, criterion = None, {}, math.inf, None
