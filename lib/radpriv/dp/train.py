@@ -26,7 +26,7 @@ MODES = ("full", "lora", "dp-lora", "dp-full")
 
 
 #: learning rates that trained well on the synthetic corpora (LoRA and DP need larger steps than full FT)
-DEFAULT_LR = {"full": 5e-5, "lora": 1e-3, "dp-lora": 2e-3, "dp-full": 5e-4}
+DEFAULT_LR = {"full": 1e-4, "lora": 4e-3, "dp-lora": 5e-3, "dp-full": 5e-4}
 
 
 @dataclass
