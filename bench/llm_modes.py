@@ -85,17 +85,20 @@ def run_dataset(name: str, model: str, modes: list[str], n_test: int, n_val: int
         label = "template" if mode == "template" else "scoring/argmax"
         rows.append({**base, "mode": label, "weighted_f1": sc["weighted_f1"], "macro_f1": sc["macro_f1"]})
         if mode == "scoring":
+            pt = p_present(run.answers, test, ids)
+            auc_macro, auc_micro, n_auc = aucs(yt, pt)
+            rows[-1].update({"auc_macro": auc_macro, "auc_micro": auc_micro, "auc_findings": n_auc})
+        if mode == "scoring" and len(val):
             vrun = label_frame(val, schema, model, mode=mode, cache=cache, timeout=timeout, backend_opts=opts,
                                progress=True)
             t = choose_threshold(binarize(val, ids), p_present(vrun.answers, val, ids))
-            pt = p_present(run.answers, test, ids)
             yp = (pt >= t).astype(int)
             w, m = f1s(yt, yp)
             auc_macro, auc_micro, n_auc = aucs(yt, pt)
             rows.append({**base, "mode": f"scoring/threshold", "threshold": t, "n_val": len(val),
                          "weighted_f1": w, "macro_f1": m, "present_calls": int(yp.sum()),
                          "auc_macro": auc_macro, "auc_micro": auc_micro, "auc_findings": n_auc})
-        print(pd.DataFrame(rows[-2:] if mode == "scoring" else rows[-1:]).to_string(index=False), flush=True)
+        print(pd.DataFrame(rows[-2:] if mode == "scoring" and len(val) else rows[-1:]).to_string(index=False), flush=True)
     return rows
 
 
