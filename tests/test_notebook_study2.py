@@ -21,6 +21,8 @@ def test_study2_smoke(tmp_path):
                    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"):
         assert needle in html, needle
     assert "Traceback" not in html
+    # figures are rendered into the report (accuracy bars, synthetic images, macro AUC, PR curves)
+    assert html.count("data:image/png") >= 4
     nb = json.loads((tmp_path / "_executed" / "02_label_extraction.ipynb").read_text())
     text = json.dumps(nb).replace("\\n", "\n")
     # the accounting table: for each region, inputs = answers + failures = 1 (extract_limit of the smoke profile)

@@ -21,8 +21,22 @@ from radpriv.downstream.cnn import ManifestCases, ResNet50TwoView, SmallCNN, Tra
 from radpriv.downstream.compare import Comparison, compare_label_sets, image_trainer, text_trainer
 from radpriv.downstream.images import ImageManifest, SyntheticImages, synthesize_images
 
-__all__ = ["subset_by_split", "synthetic_image_study", "manifest_image_study", "text_study", "summary_table",
+__all__ = ["show_figure", "subset_by_split", "synthetic_image_study", "manifest_image_study", "text_study", "summary_table",
            "macro_auc_figure"]
+
+
+def show_figure(fig, dpi: int = 110) -> None:
+    """Display a figure in the notebook as a PNG and close it, whatever matplotlib backend is active
+    (the project forces the headless Agg backend, under which ``plt.show()`` displays nothing)."""
+    import io
+
+    import matplotlib.pyplot as plt
+    from IPython.display import Image, display
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    display(Image(data=buf.getvalue(), format="png"))
 
 
 def subset_by_split(frame: pd.DataFrame, limit: int | None, seed: int = 0) -> pd.DataFrame:
