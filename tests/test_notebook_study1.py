@@ -17,6 +17,7 @@ def test_study1_smoke(tmp_path):
     for needle in ("smollm2-135m", "rule baseline", "human reader", "Cochran", "published (clinical CMR, 109 reports)",
                    "Provenance", "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"):
         assert needle in html, needle
+    assert html.count("data:image/png") >= 2  # metric bars and confusion matrices are embedded
     nb = json.loads((tmp_path / "_executed" / "01_cmr_llm_benchmark.ipynb").read_text())
     text = json.dumps(nb)
     # the accounting table: inputs = answers + failures for the model

@@ -16,5 +16,6 @@ def test_study3_smoke(tmp_path):
     for needle in ("tfidf-logreg", "dp-tfidf-linear", "dp-lora", "Accounting audit", "dp_accounting PLD",
                    "Public then private", "student F1 (teacher labels)", "Kendall", "Provenance", "published"):
         assert needle in html, needle
+    assert html.count("data:image/png") >= 2  # privacy-utility curve and loss curves are embedded
     nb = json.loads((tmp_path / "_executed" / "03_dp_lora.ipynb").read_text())
     assert not any(o.get("output_type") == "error" for c in nb["cells"] for o in c.get("outputs", []))

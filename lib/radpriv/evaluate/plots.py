@@ -106,3 +106,16 @@ def loss_curves(runs, cols: int = 4):
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def show(fig, dpi: int = 110) -> None:
+    """Display ``fig`` in a notebook as an embedded PNG and close it. The project renders headless (Agg), under
+    which ``plt.show()`` displays nothing; this works under any backend, so figures reach the HTML reports."""
+    import io
+
+    from IPython.display import Image, display
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    display(Image(data=buf.getvalue(), format="png"))
