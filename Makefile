@@ -31,7 +31,9 @@ help:
 	@awk 'BEGIN{FS=":.*"} /^## /{doc=substr($$0,4); next} /^[a-zA-Z0-9_-]+:/{ if (doc) printf "  %-10s %s\n", $$1, doc; doc=""; next } {doc=""}' $(MAKEFILE_LIST)
 	@echo "  (environment: $(VENV); PROFILE=smoke|default|full for study targets)"
 
-$(STAMP): pyproject.toml
+# no file prerequisite: the venv path already carries the hash of pyproject.toml, and a fresh clone
+# (new mtimes) must reuse a complete environment rather than rebuild it
+$(STAMP):
 	@echo ">> building environment $(VENV) (first time: ~8 min, llama.cpp compiles from source)"
 	rm -rf "$(VENV)"
 	$(PYTHON) -m venv "$(VENV)"
