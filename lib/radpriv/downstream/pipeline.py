@@ -26,17 +26,10 @@ __all__ = ["show_figure", "subset_by_split", "synthetic_image_study", "manifest_
 
 
 def show_figure(fig, dpi: int = 110) -> None:
-    """Display a figure in the notebook as a PNG and close it, whatever matplotlib backend is active
-    (the project forces the headless Agg backend, under which ``plt.show()`` displays nothing)."""
-    import io
+    """Display a figure in the notebook as an embedded PNG (see :func:`radpriv.evaluate.plots.show`)."""
+    from radpriv.evaluate.plots import show
 
-    import matplotlib.pyplot as plt
-    from IPython.display import Image, display
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    display(Image(data=buf.getvalue(), format="png"))
+    show(fig, dpi=dpi)
 
 
 def subset_by_split(frame: pd.DataFrame, limit: int | None, seed: int = 0) -> pd.DataFrame:
