@@ -223,10 +223,6 @@ def build_model(cfg: TrainConfig, encoder_path: str, n_labels: int, init_state: 
     return tok, model
 
 
-def trainable_names(model: nn.Module) -> list[str]:
-    return [n for n, p in model.named_parameters() if p.requires_grad]
-
-
 def _per_sample_bce(logits, y):
     """Multi-label BCE averaged over labels: one loss per report (what ghost clipping needs)."""
     return nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(dim=1)
