@@ -245,3 +245,54 @@ def test_guard_refuses_non_loopback_endpoint_unless_opted_in(tmp_path, monkeypat
     # opted in by name: the engine accepts the endpoint (the connection itself then fails: no such host here)
     run = label_frame(ev, "cmr", "remote", allow_hosts=["10.1.2.3"], timeout=2, cache=False, progress=False)
     assert run.stats["n_failures"] == 1 and run.failures.reason.iloc[0] in ("backend_error", "timeout")
+
+
+def test_template_jump_forward_decoding_matches_a_fresh_greedy_reference(smol):
+    """Template mode on llama.cpp feeds the JSON tokens the schema fixes in one batch per field and
+    asks the model only where the schema leaves a choice. Its answer must equal greedy decoding
+    restricted to the allowed values, recomputed from a fresh state at every choice (no KV reuse),
+    for multi-token category ids (CMR, a trie of choices) and for several enum fields."""
+    import numpy as np
+
+    from radpriv.llm import prompts
+    from radpriv.llm.backends import enum_object_fields, get_backend
+    from radpriv.llm.engine import build_messages
+
+    b = get_backend(get_model("smollm2-135m"))
+    params = {"temperature": 0.0, "top_k": 1, "seed": 0}
+    ct = load_schema("ctrate18")
+    few = {"type": "object", "additionalProperties": False, "required": list(ct.ids[:3]),
+           "properties": {f: {"type": "string", "enum": ["true", "false", "uncertain"]} for f in ct.ids[:3]}}
+    cases = [(build_messages(load_schema("cmr"), "template", synthetic.generate("cmr", n=12, seed=5).text.iloc[0]),
+              prompts.answer_schema(load_schema("cmr"))),
+             (build_messages(ct, "template", synthetic.generate("ct", n=12, seed=5).text.iloc[0]), few)]
+    for msgs, js in cases:
+        fields = enum_object_fields(js)
+        gen = b.generate_json(msgs, js, params)
+        assert gen.decode_steps is not None and gen.decode_steps >= len(fields)  # jump-forward path taken
+        answer = json.loads(gen.text)
+        assert list(answer) == [k for k, _ in fields]
+        prompt = b.tokenize(b.render(msgs))
+        seq = list(prompt)
+        ref = {}
+        for i, (key, values) in enumerate(fields):
+            seq += b.tokenize(('{' if i == 0 else '", ') + json.dumps(key) + ': "', special=False)
+            cands = {v: b.tokenize(v, special=False) for v in values}
+            depth = 0
+            while len(cands) > 1:
+                b.llm.reset()
+                b.llm.eval(seq)
+                allowed = sorted({t[depth] for t in cands.values()})
+                pick = allowed[int(np.argmax(b._last_logits()[allowed]))]
+                cands = {v: t for v, t in cands.items() if t[depth] == pick}
+                seq.append(pick)
+                depth += 1
+            (value, toks), = cands.items()
+            seq += toks[depth:]
+            ref[key] = value
+        assert answer == ref
+        # the text is exactly the canonical tokens fed to the model
+        assert b.tokenize(gen.text, special=False) == seq[len(prompt):] + b.tokenize('"}', special=False)
+    # other schemas keep grammar-constrained sampling
+    assert enum_object_fields({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"],
+                               "additionalProperties": False}) is None

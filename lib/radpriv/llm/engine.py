@@ -68,12 +68,13 @@ def build_messages(schema: Schema, mode: str, report_text: str,
 def _answer_template(backend: Backend, schema: Schema, msgs: list[dict], params: dict, retries: int,
                      deadline: float) -> dict:
     js = prompts.answer_schema(schema)
-    errors, tokens = [], {"prompt_tokens": 0, "prompt_tokens_total": 0, "completion_tokens": 0}
+    errors, tokens = [], {"prompt_tokens": 0, "prompt_tokens_total": 0, "completion_tokens": 0, "decode_steps": 0}
     conversation = list(msgs)
     for attempt in range(retries + 1):
         gen = backend.generate_json(conversation, js, params, deadline=deadline)
         for k in tokens:
-            tokens[k] += getattr(gen, k)
+            v = getattr(gen, k)
+            tokens[k] += gen.completion_tokens if v is None else v  # decode_steps None: one per token
         try:
             labels = prompts.parse_answer(schema, json.loads(gen.text))
             return {"labels": labels, "raw": gen.text, "attempts": attempt + 1, **tokens}
@@ -148,6 +149,8 @@ def label_frame(frame: pd.DataFrame, schema: Schema | str, model: str | ModelSpe
     # multi-label scoring with the findings as answer prefixes is a different method: its own cache entries
     key_extra = ({"questions": "answer_prefix"} if mode == "scoring" and schema.task != "single"
                  and prefill_questions(backend_name) else {})
+    if mode == "template" and backend_name == "llamacpp":  # jump-forward decoding of the fixed JSON tokens
+        key_extra = {"decoding": params.get("decoding", "jump-forward")}
     answers: dict[str, dict] = {}
     failures: list[dict] = []
     hits = 0
@@ -223,6 +226,7 @@ def label_frame(frame: pd.DataFrame, schema: Schema | str, model: str | ModelSpe
         "prompt_tokens_per_report": round(tok("prompt_tokens") / max(len(answers), 1), 1),
         "prompt_tokens_total_per_report": round(tok("prompt_tokens_total") / max(len(answers), 1), 1),
         "completion_tokens_per_report": round(tok("completion_tokens") / max(len(answers), 1), 1),
+        "decode_steps_per_report": round(tok("decode_steps") / max(len(answers), 1), 1),
         "newly_computed": len(answers) - hits,
         "failure_reasons": fail_df["reason"].value_counts().to_dict(),
         "params": params,
