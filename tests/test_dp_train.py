@@ -69,6 +69,19 @@ def test_config_roundtrips_json():
     assert math.isinf(TrainConfig.from_json(TrainConfig().to_json()).epsilon)
 
 
+def test_mode_config_applies_per_mode_overrides():
+    from radpriv.dp.grid import mode_config
+
+    base = {"epochs": 3, "batch_size": 32}
+    by_mode = {"full": {"batch_size": 8, "lr": 2e-4}}
+    full = mode_config(base, by_mode, "full", seed=1)
+    assert (full.batch_size, full.lr, full.seed, full.epochs) == (8, 2e-4, 1, 3)
+    dp = mode_config(base, by_mode, "dp-lora", epsilon=1.0)
+    assert dp.batch_size == 32 and dp.epsilon == 1.0
+    with pytest.raises(ValueError, match=r"train_by_mode names unknown modes \['ful'\]"):
+        mode_config(base, {"ful": {"batch_size": 8}}, "full")
+
+
 def _private(cfg, model, loader, noise=0.0):
     from opacus import PrivacyEngine
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)

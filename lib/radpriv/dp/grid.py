@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radpriv.dp.train import TrainConfig, predict_proba, tfidf_logreg, dp_tfidf_linear, train, tune_thresholds
+from radpriv.dp.train import MODES, TrainConfig, predict_proba, tfidf_logreg, dp_tfidf_linear, train, tune_thresholds
 from radpriv.evaluate.scoring import binarize, bootstrap_metric
 
 
@@ -155,11 +155,24 @@ def run_baselines(train_split: Split, val: Split, test: Split, public_texts: lis
     return rows
 
 
+def mode_config(base: dict | None, by_mode: dict | None, mode: str, **fixed) -> TrainConfig:
+    """The training config of one mode: ``base`` settings, then that mode's overrides from ``by_mode``
+    (e.g. ``{"full": {"batch_size": 8}}``: more, smaller steps for non-private fine-tuning while DP
+    keeps the large batches its noise needs), then ``fixed`` (mode, ε, seed)."""
+    by_mode = dict(by_mode or {})
+    unknown = set(by_mode) - set(MODES)
+    if unknown:
+        raise ValueError(f"train_by_mode names unknown modes {sorted(unknown)} (modes: {', '.join(MODES)})")
+    return TrainConfig(**{**(base or {}), **by_mode.get(mode, {}), "mode": mode, **fixed})
+
+
 def run_grid(train_split: Split, val: Split, test: Split, encoder_path: str, modes, epsilons, seeds,
              base: dict | None = None, public: Split | None = None, public_mode: str = "full",
-             public_epochs: int | None = None, n_resamples: int = 1000, progress: bool = True) -> pd.DataFrame:
+             public_epochs: int | None = None, n_resamples: int = 1000, progress: bool = True,
+             by_mode: dict | None = None) -> pd.DataFrame:
     """Every mode × ε × seed (non-private modes once per seed). With ``public``, DP modes are also run from
-    weights first fine-tuned non-privately on the public corpus (rows tagged ``init='public'``)."""
+    weights first fine-tuned non-privately on the public corpus (rows tagged ``init='public'``).
+    ``by_mode`` overrides ``base`` per mode (see :func:`mode_config`)."""
     from tqdm.auto import tqdm
 
     base = dict(base or {})
@@ -172,12 +185,13 @@ def run_grid(train_split: Split, val: Split, test: Split, encoder_path: str, mod
                     jobs.append((mode, eps, seed, "public"))
     init_state, init_key = None, ""
     if public is not None:
-        pcfg = TrainConfig(**{**base, "mode": public_mode, "epsilon": math.inf,
-                              "epochs": public_epochs or base.get("epochs", 3), "lr": None, "head_lr": None})
+        pbase = {k: v for k, v in base.items() if k not in ("lr", "head_lr")}  # the public mode's own rates
+        pcfg = mode_config(pbase, by_mode, public_mode, epsilon=math.inf,
+                           **({"epochs": public_epochs} if public_epochs else {}))
         init_state, init_key = public_pretrain(pcfg, encoder_path, public, val, progress=False)
     rows = []
     for mode, eps, seed, init in tqdm(jobs, desc="grid", disable=not progress):
-        cfg = TrainConfig(**{**base, "mode": mode, "epsilon": eps, "seed": seed})
+        cfg = mode_config(base, by_mode, mode, epsilon=eps, seed=seed)
         rec = run_encoder(cfg, encoder_path, train_split, val, test,
                           init_state=init_state if init == "public" else None,
                           init_key=init_key if init == "public" else "", n_resamples=n_resamples)

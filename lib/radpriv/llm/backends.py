@@ -1,7 +1,7 @@
 """LLM backends: a small abstract interface and a registry (after opacus's accountant registry).
 
-- ``llamacpp``  in-process llama.cpp (``llama-cpp-python``): JSON enforced by a grammar compiled from
-  the answer's JSON schema; the shared prefix (instructions, template, few-shot turns) stays in the KV
+- ``llamacpp``  in-process llama.cpp (``llama-cpp-python``): answers of enum fields (every engine
+  schema) by jump-forward decoding, any other JSON schema by a grammar compiled from it; the shared prefix (instructions, template, few-shot turns) stays in the KV
   cache and is evaluated once; scoring mode reads next-token log-probabilities on a saved state.
 - ``openai``    any OpenAI-compatible chat-completions server (Ollama /v1, vLLM, llama.cpp server,
   LM Studio): structured output where the server has it, then jsonschema validation; scoring mode via
