@@ -51,6 +51,23 @@ def test_collate_shapes_and_masks(tok):
     assert b["position_ids"][1, 2, 5] == 5 and b["token_type_ids"].abs().sum() == 0
 
 
+def test_sparse_windows_give_the_dense_result(tok):
+    """Non-private models encode a window index only for the reports that have it (and trim trailing padding);
+    the logits equal the dense path that DP-SGD uses, on a batch mixing one- and many-window reports."""
+    cfg = TrainConfig(mode="lora", max_length=32, stride=8, max_chunks=6)
+    torch.manual_seed(0)
+    _, model = build_model(cfg, str(ENC), 2)
+    assert model.dense is False and build_model(TrainConfig(mode="dp-lora", epsilon=1.0), str(ENC), 2)[1].dense
+    model.eval()
+    x = collate(windows(tok, TEXTS, cfg.max_length, cfg.stride, cfg.max_chunks), [0, 1, 2, 3], tok.pad_token_id)
+    assert x["input_ids"].shape[1] > 1 and x["attention_mask"][:, -1, 0].sum() < 4  # some reports lack window K
+    with torch.no_grad():
+        sparse = model(**x)
+        model.dense = True
+        dense = model(**x)
+    assert torch.allclose(sparse, dense, atol=1e-5)
+
+
 @pytest.mark.parametrize("kw,msg", [
     ({"mode": "dp-lora"}, "needs a finite epsilon"),
     ({"mode": "lora", "epsilon": 1.0}, "non-private: epsilon must be inf"),

@@ -132,7 +132,7 @@ def windows(tokenizer, texts, max_length: int, stride: int, max_chunks: int) -> 
     step = body - stride
     chunks, n_tokens, truncated = [], [], 0
     for text in texts:
-        ids = tokenizer(str(text), add_special_tokens=False)["input_ids"]
+        ids = tokenizer(str(text), add_special_tokens=False, verbose=False)["input_ids"]  # any length: windowed below
         starts = list(range(0, max(len(ids) - stride, 1), step))
         if len(starts) > max_chunks:
             truncated += 1
@@ -173,21 +173,36 @@ class ReportClassifier(nn.Module):
         self.encoder = encoder
         self.pooling = pooling
         self.head = nn.Linear(hidden, n_labels)
+        # True (the safe default, and always under DP-SGD): every encoder call sees the whole batch, as opacus's
+        # per-sample hooks need, so reports without a k-th window run it as padding. False: only the reports
+        # that have a k-th window are encoded (non-private training and inference; same result, less work).
+        self.dense = True
 
     def forward(self, input_ids, attention_mask, token_type_ids, position_ids):
-        total, count = 0.0, 0.0
+        B = input_ids.shape[0]
+        total = count = None
         for k in range(input_ids.shape[1]):
             m = attention_mask[:, k]
-            out = self.encoder(input_ids=input_ids[:, k], attention_mask=m, token_type_ids=token_type_ids[:, k],
-                               position_ids=position_ids[:, k]).last_hidden_state
+            L = max(int(m.sum(1).max()), 1)  # trailing all-padding columns of this window index add nothing
+            rows = None if self.dense or k == 0 else m[:, 0].nonzero().squeeze(1)
+            if rows is not None and len(rows) == B:
+                rows = None
+            sel = (lambda t: t[:, k, :L]) if rows is None else (lambda t: t[rows, k, :L])
+            m = sel(attention_mask)
+            out = self.encoder(input_ids=sel(input_ids), attention_mask=m, token_type_ids=sel(token_type_ids),
+                               position_ids=sel(position_ids)).last_hidden_state
             if self.pooling == "cls":
                 w = m[:, :1].to(out.dtype)  # 1 where the window exists
-                total = total + out[:, 0] * w
-                count = count + w
+                t, c = out[:, 0] * w, w
             else:
                 w = m.unsqueeze(-1).to(out.dtype)
-                total = total + (out * w).sum(1)
-                count = count + w.sum(1)
+                t, c = (out * w).sum(1), w.sum(1)
+            if total is None:  # window 0 always runs on the whole batch
+                total, count = t, c
+            elif rows is None:
+                total, count = total + t, count + c
+            else:
+                total, count = total.index_add(0, rows, t), count.index_add(0, rows, c)
         return self.head(total / count.clamp(min=1))
 
 
@@ -210,6 +225,7 @@ def load_encoder(path: str):
 def build_model(cfg: TrainConfig, encoder_path: str, n_labels: int, init_state: dict | None = None):
     tok, enc = load_encoder(encoder_path)
     model = ReportClassifier(enc, enc.config.hidden_size, n_labels, cfg.pooling)
+    model.dense = cfg.private
     if init_state is not None:
         missing, unexpected = model.load_state_dict(init_state, strict=False)
         if unexpected:
@@ -374,6 +390,7 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
             model.remove_hooks()
         except Exception:  # pragma: no cover - already removed
             pass
+    plain.dense = False  # hooks are gone: inference may skip absent windows
     return TrainResult(cfg, plain, history, eps, accounting, seconds, win.truncated, n, tok,
                        seen / seconds if seconds > 0 else float("nan"))
 
