@@ -179,27 +179,20 @@ class ReportClassifier(nn.Module):
         self.dense = True
 
     def forward(self, input_ids, attention_mask, token_type_ids, position_ids):
-        B = input_ids.shape[0]
-        total = count = None
+        total = count = 0.0
         for k in range(input_ids.shape[1]):
-            m = attention_mask[:, k]
-            L = max(int(m.sum(1).max()), 1)  # trailing all-padding columns of this window index add nothing
-            rows = None if self.dense or k == 0 else m[:, 0].nonzero().squeeze(1)
-            if rows is not None and len(rows) == B:
-                rows = None
-            sel = (lambda t: t[:, k, :L]) if rows is None else (lambda t: t[rows, k, :L])
-            m = sel(attention_mask)
-            out = self.encoder(input_ids=sel(input_ids), attention_mask=m, token_type_ids=sel(token_type_ids),
-                               position_ids=sel(position_ids)).last_hidden_state
+            has = attention_mask[:, k, 0].bool()  # reports with a k-th window (every report has window 0)
+            rows = slice(None) if self.dense or bool(has.all()) else has.nonzero().squeeze(1)
+            L = max(int(attention_mask[:, k].sum(1).max()), 1)  # trailing all-padding columns add nothing
+            m, ids, types, pos = (t[rows, k, :L] for t in (attention_mask, input_ids, token_type_ids, position_ids))
+            out = self.encoder(input_ids=ids, attention_mask=m, token_type_ids=types, position_ids=pos).last_hidden_state
             if self.pooling == "cls":
                 w = m[:, :1].to(out.dtype)  # 1 where the window exists
                 t, c = out[:, 0] * w, w
             else:
                 w = m.unsqueeze(-1).to(out.dtype)
                 t, c = (out * w).sum(1), w.sum(1)
-            if total is None:  # window 0 always runs on the whole batch
-                total, count = t, c
-            elif rows is None:
+            if isinstance(rows, slice):  # always so for window 0, hence total is a tensor before any index_add
                 total, count = total + t, count + c
             else:
                 total, count = total.index_add(0, rows, t), count.index_add(0, rows, c)
