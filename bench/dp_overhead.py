@@ -10,7 +10,9 @@ Configurations (all on the same reports, encoder and window settings):
 Each configuration trains in a fresh subprocess (so peak memory is its own), rounds interleave the
 configurations (A B C D E, A B C D E, ...) so load changes on a shared machine hit all of them alike, and the
 medians are compared. Peak memory: CUDA max allocated on a GPU; on CPU the peak resident set size of the
-process minus its size after the model was built (the training increment).
+process minus its size after the model was built (the training increment). DP runs draw Poisson batches
+of --batch-size reports on average and put at most --batch-size through the model at once (a larger draw is
+split; ``TrainConfig.physical_batch_size``), so every configuration's largest forward pass has the same size.
 
     python bench/dp_overhead.py [--n 64] [--rounds 2] [--max-length 128] [--device cpu]
 

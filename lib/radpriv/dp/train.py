@@ -39,6 +39,9 @@ class TrainConfig:
     max_grad_norm: float = field(default=1.0, metadata={"help": "per-sample clipping norm C"})
     epochs: int = field(default=3, metadata={"help": "passes over the training data"})
     batch_size: int = field(default=32, metadata={"help": "expected (Poisson) batch size"})
+    physical_batch_size: int | None = field(default=None, metadata={
+        "help": "DP modes: most reports per forward/backward pass (opacus BatchMemoryManager); a larger Poisson "
+                "batch is split and its clipped gradients summed before its one noisy step. None: batch_size"})
     lr: float | None = field(default=None, metadata={"help": "AdamW learning rate (None: DEFAULT_LR[mode])"})
     head_lr: float | None = field(default=None, metadata={"help": "learning rate of the head (None: max(lr, 1e-2))"})
     max_length: int = field(default=256, metadata={"help": "tokens per window (≤ the encoder's 512 positions)"})
@@ -68,7 +71,9 @@ class TrainConfig:
         if self.grad_sample_mode == "ghost" and self.max_chunks != 1:
             raise ValueError("ghost clipping computes one gradient norm per layer call: it needs max_chunks=1 "
                              "(hooks mode sums per-sample gradients over a report's windows correctly)")
-        for name in ("epochs", "batch_size", "max_length", "lora_r", "max_chunks"):
+        if self.physical_batch_size is None:
+            self.physical_batch_size = self.batch_size
+        for name in ("epochs", "batch_size", "physical_batch_size", "max_length", "lora_r", "max_chunks"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.stride < self.max_length - 2:
@@ -335,17 +340,27 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
                 model, opt, criterion, loader = engine.make_private_with_epsilon(criterion=_PerSampleBCE(), **kw)
             else:
                 model, opt, loader = engine.make_private_with_epsilon(**kw)
+        logical_steps = len(loader)  # Poisson batches per epoch: what the accountant counts
+        # Poisson batches vary in size: cap what goes through the encoder at once (as opacus's BatchMemoryManager
+        # does) so DP's peak memory is that of a non-private batch of physical_batch_size reports; the logical
+        # batch, its clipped sum and its one noisy step are unchanged
+        from opacus.utils.batch_memory_manager import wrap_data_loader
+
+        loader = wrap_data_loader(data_loader=loader, max_batch_size=cfg.physical_batch_size, optimizer=opt)
     val = windows(tok, val_texts, cfg.max_length, cfg.stride, cfg.max_chunks) if val_texts is not None else None
     history, t0, seen = [], time.time(), 0
     for epoch in range(cfg.epochs):
         model.train()
         losses = []
         for (idx,) in tqdm(loader, disable=not progress, desc=f"{cfg.mode} epoch {epoch + 1}/{cfg.epochs}"):
-            opt.zero_grad()
+            opt.zero_grad(set_to_none=True)
             if len(idx) == 0:  # Poisson sampling drew no report: still a noisy step, as the accountant assumes
                 if engine is not None:
                     for p in opt.params:
-                        p.grad_sample = torch.zeros((0, *p.shape), device=p.device)
+                        if criterion is not None:  # ghost clipping sums p.grad (the clipped sum, here nothing)
+                            p.grad = torch.zeros_like(p)
+                        else:
+                            p.grad_sample = torch.zeros((0, *p.shape), device=p.device)
                     opt.step()
                 continue
             xs = {k: v.to(device) for k, v in collate(win, idx, pad).items()}
@@ -369,7 +384,7 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
         from radpriv.dp.accounting import audit
 
         eps = float(engine.get_epsilon(delta))
-        sigma, q, steps = opt.noise_multiplier, 1.0 / len(loader), len(loader) * cfg.epochs
+        sigma, q, steps = opt.noise_multiplier, 1.0 / logical_steps, logical_steps * cfg.epochs
         accounting = {"noise_multiplier": sigma, "sample_rate": q, "steps": steps, "delta": delta,
                       "target_epsilon": cfg.epsilon, "opacus_epsilon": eps, **audit(sigma, q, steps, delta)}
         if eps > cfg.epsilon * 1.02:
