@@ -85,7 +85,7 @@ models-test: setup
 
 ## Run the test suite (slow tier included; `make test PYTEST_ARGS='-m "not slow"'` for the fast tier)
 test: models-test
-	"$(VPY)" -m pytest $(PYTEST_ARGS)
+	"$(VPY)" -m pytest --durations=15 $(PYTEST_ARGS)
 
 ## Run the benchmarks under bench/ (each prints side-by-side ratios)
 bench: models
