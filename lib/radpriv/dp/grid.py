@@ -166,6 +166,16 @@ def mode_config(base: dict | None, by_mode: dict | None, mode: str, **fixed) -> 
     return TrainConfig(**{**(base or {}), **by_mode.get(mode, {}), "mode": mode, **fixed})
 
 
+def resolved_configs(runs: pd.DataFrame) -> dict:
+    """Each mode's training settings as the runs used them (defaults filled in: learning rates, LoRA rank,
+    physical batch size, …), ε and seed left out since they vary per row."""
+    out = {}
+    for mode, cfg in zip(runs["mode"], runs["config"] if "config" in runs else []):
+        if isinstance(cfg, dict):
+            out.setdefault(mode, {k: v for k, v in sorted(cfg.items()) if k not in ("epsilon", "seed")})
+    return out
+
+
 def run_grid(train_split: Split, val: Split, test: Split, encoder_path: str, modes, epsilons, seeds,
              base: dict | None = None, public: Split | None = None, public_mode: str = "full",
              public_epochs: int | None = None, n_resamples: int = 1000, progress: bool = True,
