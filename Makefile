@@ -40,7 +40,7 @@ $(STAMP):
 	"$(VPY)" -m pip install --quiet --upgrade "pip>=24" wheel setuptools
 	"$(VPY)" -m pip install --quiet torch==2.13.0
 	"$(VPY)" -m pip install --quiet -e ".[dev]"
-	"$(VPY)" -m ipykernel install --sys-prefix --name radpriv --display-name "radpriv (Python 3)" >/dev/null
+	"$(VPY)" -m radpriv.run --install-kernel >/dev/null
 	touch "$(STAMP)"
 
 ## Create the cached environment (venv with pinned dependencies, project kernel `radpriv`)
@@ -87,6 +87,11 @@ models-test: setup
 test: models-test
 	"$(VPY)" -m pytest --durations=15 $(PYTEST_ARGS)
 
+## Privacy check: every notebook's smoke profile, guarded, proxies -> a recorder; prints attempts, refusals, proxy bytes
+privacy-check: models-test
+	"$(VPY)" -m pytest -q -p no:cacheprovider tests/test_privacy.py tests/test_notebook_overview.py \
+	  tests/test_notebook_study1.py tests/test_notebook_study2.py tests/test_notebook_study3.py tests/test_notebook_audit.py
+
 ## Run the benchmarks under bench/ (each prints side-by-side ratios)
 bench: models
 	for b in bench/*.py; do echo ">> $$b"; "$(VPY)" "$$b" || exit 1; done
@@ -103,4 +108,4 @@ clean:
 distclean: clean
 	rm -rf "$(VENV)"
 
-.PHONY: help setup models models-test reports overview study1 study2 study3 audit test bench lab clean distclean
+.PHONY: help setup models models-test reports overview study1 study2 study3 audit test privacy-check bench lab clean distclean

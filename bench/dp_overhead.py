@@ -54,6 +54,10 @@ def _rss_mb() -> float:
 def _worker(name: str, args: dict, out) -> None:
     import warnings
 
+    from radpriv.llm.netguard import install_process_guard
+
+    install_process_guard()  # a spawned process: its own guard
+
     import numpy as np
     import torch
 
@@ -138,6 +142,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from radpriv.llm.netguard import install_process_guard
+
+    install_process_guard()  # benchmarks send nothing off the machine: loopback only (+ $RADPRIV_ALLOW_HOSTS)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     sys.exit(main())

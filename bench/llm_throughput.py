@@ -238,4 +238,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from radpriv.llm.netguard import install_process_guard
+
+    install_process_guard()  # benchmarks send nothing off the machine: loopback only (+ $RADPRIV_ALLOW_HOSTS)
     sys.exit(main())

@@ -71,7 +71,7 @@ def test_rules_file_errors_name_file_and_key(tmp_path):
     with pytest.raises(RuleError, match=r"chexpert14.yaml: key 'findings.cardiomegaly': invalid regular expression"):
         RuleLabeler("chexpert14", rules_dir=tmp_path)
     (tmp_path / "chexpert14.yaml").write_text("findings:\n  spleen: [spleen]\n")
-    with pytest.raises(RuleError, match=r"chexpert14.yaml: key\(s\) \['spleen'\] are not findings"):
+    with pytest.raises(RuleError, match=r"chexpert14.yaml, field 'findings': 'spleen' is not a finding of schema chexpert14; use its ids"):
         RuleLabeler("chexpert14", rules_dir=tmp_path)
     with pytest.raises(RuleError, match=r"ctrate18.yaml: no rules file"):
         RuleLabeler("ctrate18", rules_dir=tmp_path)

@@ -32,19 +32,76 @@ def test_provenance_lists_params_versions_data_and_models(tmp_path):
 def test_load_params_layers_profile_file_and_overrides(tmp_path):
     extra = tmp_path / "mine.yaml"
     extra.write_text(yaml.safe_dump({"limit": 5, "models": ["x"]}))
-    p = run.load_params("no_such_notebook", "smoke", extra, {"seed": 9})
-    assert p == {"limit": 5, "models": ["x"], "profile": "smoke", "seed": 9}
+    p = run.load_params("01_cmr_llm_benchmark", "smoke", extra, {"seed": 9})
+    assert p == {"limit": 5, "models": ["x"], "n_resamples": 200, "profile": "smoke", "seed": 9}
 
 
 def test_load_params_errors_name_the_file(tmp_path):
-    with pytest.raises(ValueError, match="profile 'huge'"):
+    with pytest.raises(run.ParamError, match="profile 'huge'"):
         run.load_params("x", "huge")
-    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+    with pytest.raises(run.ParamError, match="nope.yaml does not exist"):
         run.load_params("x", "smoke", tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("- 1\n- 2\n")
-    with pytest.raises(ValueError, match="bad.yaml: a parameter file must be a mapping"):
+    with pytest.raises(run.ParamError, match="bad.yaml: a parameter file must be a mapping"):
         run.load_params("x", "smoke", bad)
+
+
+def test_unknown_parameter_is_refused_with_the_valid_names(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("manifests: [my.yaml]\n")  # Study 1 takes one `manifest`
+    with pytest.raises(run.ParamError) as err:
+        run.load_params("01_cmr_llm_benchmark", "default", f)
+    msg = str(err.value)
+    assert msg.startswith(f"{f}: notebook 01_cmr_llm_benchmark has no parameter 'manifests'; did you mean 'manifest'?")
+    assert "(its parameters: manifest, models," in msg
+    with pytest.raises(run.ParamError, match="-p regions: notebook 02_label_extraction has no parameter 'regions'"):
+        run.load_params("02_label_extraction", "default", overrides={"regions": {}})
+
+
+def test_wrong_type_is_refused(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("epsilons: 1\n")
+    with pytest.raises(run.ParamError, match=r"parameter 'epsilons' of 03_dp_lora must be a list .*got a whole number 1"):
+        run.load_params("03_dp_lora", "default", f)
+    assert run.load_params("03_dp_lora", "default", overrides={"epsilons": [1, 2.5]})["epsilons"] == [1, 2.5]
+    assert run.load_params("03_dp_lora", "default", overrides={"limit": 10})["limit"] == 10  # default None: any
+
+
+def test_relative_paths_resolve_against_where_the_user_ran(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    f = tmp_path / "sub" / "p.yaml"
+    f.write_text("manifest: data/my_manifest.yaml\nmodels: [smollm2-135m, models/mine.gguf]\n")
+    monkeypatch.chdir(tmp_path)
+    p = run.load_params("01_cmr_llm_benchmark", "default", "sub/p.yaml")
+    assert p["manifest"] == str(tmp_path / "data" / "my_manifest.yaml")
+    assert p["models"] == ["smollm2-135m", str(tmp_path / "models" / "mine.gguf")]  # names stay names
+
+
+def test_runner_cli_refuses_bad_parameters_before_running(tmp_path, capsys):
+    f = tmp_path / "p.yaml"
+    f.write_text("lable_map: {}\n")
+    assert run.main(["01_cmr_llm_benchmark", "--params", str(f), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no parameter 'lable_map'" in err and not (tmp_path / "index.html").exists()
+
+
+def test_readme_parameter_table_matches_every_notebook():
+    """The README's table of shared parameter names agrees with each notebook's parameters cell."""
+    import re
+
+    text = (paths.REPO / "README.md").read_text()
+    table = text[text.index("| parameter | meaning |"):]
+    table = table[:table.index("\n\n")]
+    rows = [r for r in table.splitlines()[2:] if r.startswith("|")]
+    assert rows
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        name = cells[0].strip("`")
+        listed = set(re.findall(r"\b0[0-4]\b", cells[-1]))
+        for stem in run.NOTEBOOK_ORDER:
+            has = name in run.notebook_parameters(stem)
+            assert has == (stem[:2] in listed), f"README says {name!r} in {sorted(listed)}; {stem}: {has}"
 
 
 def test_unknown_notebook_is_refused_with_known_names(tmp_path):

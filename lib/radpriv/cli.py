@@ -10,8 +10,10 @@
     radpriv data list
 
 Heavy modules (pandas, llama.cpp, torch) are imported only by the command that needs them, so
-``radpriv --help`` is instant. Expected errors print one line (``radpriv: error: ...``) saying what
-to do; set ``RADPRIV_DEBUG=1`` for a traceback.
+``radpriv --help`` is instant. Every command runs under the network guard (loopback only, plus hosts
+named with ``--allow-host`` / ``$RADPRIV_ALLOW_HOSTS``). A user error prints one line,
+``error: <what> (<file/row/field>); <what to do>``, and exits 2; an internal error prints one line and
+exits 1. ``--debug`` (or ``RADPRIV_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import os
 import sys
 from pathlib import Path
 
-EXIT_ERROR = 1
-EXIT_USAGE = 2
+EXIT_ERROR = 1   # an internal error (a bug): please report it
+EXIT_USAGE = 2   # a user error: bad input, a refused host, a model that is not ready
 
 
 def _human(n: int | None) -> str:
@@ -204,7 +206,7 @@ def cmd_label(args) -> int:
     n = len(frame)
     print(f"labeling {n} reports of {ds.name} with {spec.name} ({args.mode} mode, schema {schema.name})",
           file=sys.stderr)
-    with guard(args.allow_host) as net:
+    with guard(args.allow_host) as net:  # (label_frame guards too; this records the whole command)
         run = label_frame(frame, schema, spec, mode=args.mode, cache=cache, timeout=args.timeout,
                           retries=args.retries, concurrency=args.concurrency, allow_hosts=tuple(args.allow_host),
                           progress=not args.quiet)
@@ -222,7 +224,7 @@ def cmd_label(args) -> int:
     if cache is not None:
         cache.close()
     if len(answers) + len(failures) != n:
-        print(f"radpriv: error: {n} inputs but {len(answers)} answers + {len(failures)} failures; "
+        print(f"error: {n} inputs but {len(answers)} answers + {len(failures)} failures; "
               "some inputs are unaccounted for (engine bug, please report)", file=sys.stderr)
         return EXIT_ERROR
     return 0
@@ -238,6 +240,21 @@ def cmd_data_list(args) -> int:
         doc, _ = load_manifest(name)
         title = doc.get("title", "")
         print(f"{name:24s} {str(doc.get('access', '')):12s} {str(doc.get('schema', '')):10s} {title}")
+    return 0
+
+
+def cmd_data_check(args) -> int:
+    from radpriv.data.manifest import DataError, check_report, load_dataset
+
+    try:
+        ds = load_dataset(args.manifest)
+    except DataError as exc:
+        if len(exc.problems) < 2:
+            raise  # main prints the one line and exits 2
+        for line in exc.problems:  # every problem found at this stage, one line each
+            print(f"error: {_one_line(line)}", file=sys.stderr)
+        return EXIT_USAGE
+    print("\n".join(check_report(ds)))
     return 0
 
 
@@ -297,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "reports: local models, private labeling, reproducible studies.",
                                 epilog="Reports never leave this machine unless you name a host with --allow-host.")
     p.add_argument("--version", action="version", version=f"radpriv {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also RADPRIV_DEBUG=1)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -378,6 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     ds.required = True
     x = ds.add_parser("list", help="bundled manifests")
     x.set_defaults(func=cmd_data_list)
+    x = ds.add_parser("check", help="validate a manifest and its data; print rows, splits, label counts, sha256",
+                      description="Load and validate a dataset; print its rows, schema, reports per split, label "
+                                  "counts per state (or category), files and sha256; or every problem found.")
+    x.add_argument("manifest", metavar="M", help="bundled manifest name (see `radpriv data list`) or a manifest path")
+    x.set_defaults(func=cmd_data_check)
     x = ds.add_parser("generate", help="write a synthetic corpus to CSV")
     x.add_argument("corpus", help="cmr, clavicle, elbow, thumb, cxr or ct")
     x.add_argument("--n", type=_positive_int, help="number of reports (default: the corpus' size)")
@@ -389,30 +412,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [_Usage]
-    for mod, names in (("radpriv.llm.registry", ("RegistryError",)), ("radpriv.llm.fetch", ("FetchError",)),
-                       ("radpriv.llm.netguard", ("NetworkPolicyError",)), ("radpriv.llm.cache", ("CacheError",)),
-                       ("radpriv.data.manifest", ("DataError",))):
+    """User errors: bad input, a refused host, a model that is not ready. Printed as one line, exit 2."""
+    errors: list[type[BaseException]] = [_Usage, FileNotFoundError, PermissionError]
+    for mod, names in (("radpriv.llm.registry", ("RegistryError", "ModelLoadError")),
+                       ("radpriv.llm.fetch", ("FetchError",)),
+                       ("radpriv.llm.netguard", ("NetworkPolicyError", "EndpointError")), ("radpriv.llm.cache", ("CacheError",)),
+                       ("radpriv.data.manifest", ("DataError",)), ("radpriv.schemas", ("SchemaError",)),
+                       ("radpriv.baselines.rules", ("RuleError",))):
         m = sys.modules.get(mod)  # only modules that were loaded can have raised
         if m is not None:
             errors += [getattr(m, n) for n in names if hasattr(m, n)]
     return tuple(errors)
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False) or os.environ.get("RADPRIV_DEBUG"))
+    from radpriv.llm.netguard import install_process_guard
+
+    install_process_guard(getattr(args, "allow_host", None) or ())  # every command: loopback + named hosts only
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("radpriv: interrupted (cached answers are kept; run the same command again to resume)",
-              file=sys.stderr)
+        print("error: interrupted; cached answers are kept: run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as exc:
-        if os.environ.get("RADPRIV_DEBUG") or not isinstance(exc, _expected_errors()):
+        if debug:
             raise
-        print(f"radpriv: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, _Usage) else EXIT_ERROR
+        if isinstance(exc, _expected_errors()):
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"error: internal error ({type(exc).__name__}: {_one_line(exc)[:300]}); run again with --debug for "
+              "the traceback and report it", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ For each notebook ``notebooks/<stem>.ipynb`` the parameters come from
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import hashlib
 import html
@@ -30,7 +31,7 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import yaml
 
@@ -115,8 +116,21 @@ def provenance(params: Mapping[str, Any] | None = None, datasets: Iterable[Any] 
         "packages": package_versions(),
         "datasets": [_dataset_row(d) for d in datasets],
         "models": [_model_row(m) for m in models],
+        "network": network_record(),
         **(dict(extra) if extra else {}),
     }
+
+
+def network_record() -> dict:
+    """What the network guard of this process allowed and saw (the report states it)."""
+    from radpriv.llm import netguard
+
+    g = netguard.process_guard()
+    if g is None:
+        return {"guard": "not installed in this process" + (" (a guard block is active)" if netguard.active() else "")}
+    return {"guard": "on (loopback only" + (f" + {', '.join(sorted(g.allow))}" if g.allow else "") + ")",
+            "non_loopback_attempts": len(g.non_loopback), "refused": len(g.refused),
+            "left_the_machine": len(g.left_machine)}
 
 
 def _table(rows: list[dict]) -> str:
@@ -143,6 +157,7 @@ def provenance_html(prov: Mapping[str, Any]) -> str:
         "<h4>Parameters</h4>" + _table(params)
         + "<h4>Data</h4>" + _table(prov["datasets"])
         + "<h4>Models</h4>" + _table(prov["models"])
+        + "<h4>Network</h4>" + _table([{"network guard": k, "": v} for k, v in prov.get("network", {}).items()])
         + "<h4>Package versions</h4>" + _table(pkgs)
     )
 
@@ -166,26 +181,131 @@ def show_provenance(params: Mapping[str, Any] | None = None, datasets: Iterable[
 # ---------------------------------------------------------------------------------------------
 # execution + rendering
 # ---------------------------------------------------------------------------------------------
+class ParamError(ValueError):
+    """A run parameter that the notebook does not have, or of the wrong type."""
+
+
+#: parameters whose string values may be paths of the user's files (resolved against the current directory)
+PATH_PARAMS = ("manifest", "manifests", "schema", "rules", "encoder", "image_manifest", "models", "lm_model",
+               "teacher_model", "examples_from", "resnet_weights")
+_PATH_SUFFIXES = (".yaml", ".yml", ".csv", ".tsv", ".gguf", ".json")
+
+
+def notebook_parameters(stem: str) -> dict[str, Any]:
+    """The notebook's parameters and their defaults: the assignments of its cell tagged ``parameters``."""
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(str(paths.NOTEBOOKS / f"{stem}.ipynb"), as_version=4)
+    out: dict[str, Any] = {}
+    for cell in nb.cells:
+        if cell.cell_type != "code" or "parameters" not in cell.get("metadata", {}).get("tags", []):
+            continue
+        for node in ast.parse(cell.source).body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                try:
+                    out[node.targets[0].id] = ast.literal_eval(node.value)
+                except ValueError:
+                    out[node.targets[0].id] = ast.get_source_segment(cell.source, node.value)
+    return out
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "true/false", int: "a whole number", float: "a number", str: "a string", list: "a list",
+            dict: "a mapping"}.get(type(v), type(v).__name__)
+
+
+def _type_ok(default: Any, value: Any) -> bool:
+    if default is None or value is None:
+        return True   # None means "not set": either side may be
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, int):
+        return isinstance(value, int)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    if isinstance(default, dict):
+        return isinstance(value, dict)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    return True
+
+
+def validate_params(stem: str, params: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> None:
+    """Refuse parameters the notebook does not have and values of the wrong type, naming the source file,
+    the parameter, what was expected, and the valid names."""
+    import difflib
+
+    known = notebook_parameters(stem)
+    sources = sources or {}
+    for name, value in params.items():
+        where = sources.get(name, "parameters")
+        if name == "profile" and name not in known:  # the runner always passes it
+            continue
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1)
+            raise ParamError(f"{where}: notebook {stem} has no parameter {name!r}"
+                             + (f"; did you mean {close[0]!r}?" if close else "")
+                             + f" (its parameters: {', '.join(known)})")
+        if not _type_ok(known[name], value):
+            example = json.dumps(known[name], default=str)
+            raise ParamError(f"{where}: parameter {name!r} of {stem} must be {_type_name(known[name])} (default "
+                             f"{example}), got {_type_name(value)} {json.dumps(value, default=str)}")
+
+
+def _resolve_paths(value: Any, cwd: Path) -> Any:
+    if isinstance(value, list):
+        return [_resolve_paths(v, cwd) for v in value]
+    if isinstance(value, dict):
+        return {k: _resolve_paths(v, cwd) for k, v in value.items()}
+    if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+        looks_like_path = "/" in value or value.lower().endswith(_PATH_SUFFIXES) or value.startswith("~")
+        if looks_like_path:
+            return str((cwd / Path(value).expanduser()).resolve())
+    if isinstance(value, str) and value.startswith("~"):
+        return str(Path(value).expanduser())
+    return value
+
+
 def load_params(stem: str, profile: str = "default", params_file: str | Path | None = None,
-                overrides: Mapping[str, Any] | None = None) -> dict:
+                overrides: Mapping[str, Any] | None = None, cwd: str | Path | None = None,
+                validate: bool = True) -> dict:
+    """The profile's parameters, then ``params_file`` on top, then ``overrides``: validated against the
+    notebook's parameters cell, with relative paths of the user's (params file and overrides) resolved
+    against ``cwd`` (default: the current directory, where the user ran ``make``)."""
     if profile not in PROFILES:
-        raise ValueError(f"profile {profile!r} is not one of {PROFILES}")
+        raise ParamError(f"profile {profile!r} is not one of {', '.join(PROFILES)}")
+    cwd = Path(cwd or os.getcwd())
     params: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     base = paths.PARAMS / f"{stem}.{profile}.yaml"
     for f in (base, params_file):
         if f is None:
             continue
-        f = Path(f)
+        f = Path(f) if f == base else (cwd / Path(f).expanduser())
         if not f.exists():
             if f == base:
                 continue
-            raise FileNotFoundError(f"parameter file {f} does not exist")
-        doc = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+            raise ParamError(f"parameter file {f} does not exist; write a YAML mapping of name: value")
+        try:
+            doc = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ParamError(f"{f}: not valid YAML ({' '.join(str(exc).split())})") from None
         if not isinstance(doc, dict):
-            raise ValueError(f"{f}: a parameter file must be a mapping of name: value, got {type(doc).__name__}")
+            raise ParamError(f"{f}: a parameter file must be a mapping of name: value, got {type(doc).__name__}")
+        if f != base:
+            doc = {k: (_resolve_paths(v, cwd) if k in PATH_PARAMS else v) for k, v in doc.items()}
         params.update(doc)
+        sources.update({k: str(f) for k in doc})
     params.setdefault("profile", profile)
-    params.update(overrides or {})
+    for k, v in (overrides or {}).items():
+        params[k] = _resolve_paths(v, cwd) if k in PATH_PARAMS else v
+        sources[k] = f"-p {k}"
+    if validate:
+        validate_params(stem, params, sources)
     return params
 
 
@@ -204,6 +324,47 @@ def render_html(executed: Path, out: Path, with_code: bool = False) -> Path:
     return out
 
 
+def ensure_kernel(name: str = KERNEL_NAME) -> Path:
+    """Install (or repair) the ``radpriv`` kernel spec in this environment: ``python -m radpriv.kernel``,
+    an IPython kernel that installs the network guard before any notebook code runs."""
+    import tempfile
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    argv = [sys.executable, "-m", "radpriv.kernel", "-f", "{connection_file}"]
+    ksm = KernelSpecManager()
+    try:
+        spec = ksm.get_kernel_spec(name)
+        if spec.argv == argv:
+            return Path(spec.resource_dir)
+    except Exception:  # not installed yet (jupyter_client raises NoSuchKernel)
+        pass
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "kernel.json").write_text(json.dumps({
+            "argv": argv, "display_name": "radpriv (Python 3, network-guarded)", "language": "python",
+            "metadata": {"debugger": False}}), encoding="utf-8")
+        return Path(ksm.install_kernel_spec(tmp, name, prefix=sys.prefix, replace=True))
+
+
+@contextlib.contextmanager
+def _kernel_env(allow_hosts) -> Iterator[None]:
+    """Environment the kernel inherits: the notebook's opted-in hosts, no progress bars in the report."""
+    saved = {k: os.environ.get(k) for k in ("RADPRIV_ALLOW_HOSTS", "TQDM_DISABLE")}
+    hosts = [h for h in os.environ.get("RADPRIV_ALLOW_HOSTS", "").replace(",", " ").split()]
+    hosts += [str(h) for h in (allow_hosts or ())]
+    if hosts:
+        os.environ["RADPRIV_ALLOW_HOSTS"] = ",".join(dict.fromkeys(hosts))
+    os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars belong in a terminal/lab, not in the HTML report
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def execute(stem: str, profile: str = "default", params_file: str | Path | None = None,
             overrides: Mapping[str, Any] | None = None, out_dir: str | Path | None = None,
             kernel_name: str = KERNEL_NAME) -> dict:
@@ -215,17 +376,20 @@ def execute(stem: str, profile: str = "default", params_file: str | Path | None 
     if not nb_in.exists():
         known = ", ".join(p.stem for p in sorted(paths.NOTEBOOKS.glob("*.ipynb")))
         raise FileNotFoundError(f"no notebook {nb_in}; known notebooks: {known}")
-    params = load_params(stem, profile, params_file, overrides)
+    params = load_params(stem, profile, params_file, overrides)  # refused here, before a kernel starts
     executed = out_dir / "_executed" / f"{stem}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"notebook": stem, "profile": profile, "parameters": params,
                               "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     t0 = time.time()
-    os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars belong in a terminal/lab, not in the HTML report
+    if kernel_name == KERNEL_NAME:
+        ensure_kernel(kernel_name)
+    allow = params.get("allow_hosts") or ()
     try:
-        pm.execute_notebook(str(nb_in), str(executed), parameters=params, kernel_name=kernel_name,
-                            language="python", cwd=str(paths.NOTEBOOKS), progress_bar=False,
-                            log_output=False)
+        with _kernel_env([allow] if isinstance(allow, str) else allow):
+            pm.execute_notebook(str(nb_in), str(executed), parameters=params, kernel_name=kernel_name,
+                                language="python", cwd=str(paths.NOTEBOOKS), progress_bar=False,
+                                log_output=False)
         record["status"] = "ok"
     except Exception as exc:  # the failed notebook is still rendered so the error is visible
         record["status"] = "failed"
@@ -284,12 +448,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-p", dest="overrides", action="append", type=_parse_override, default=[],
                     metavar="NAME=VALUE", help="scalar parameter override (YAML-parsed)")
     ap.add_argument("--out", help="output directory (default: reports/)")
+    ap.add_argument("--install-kernel", action="store_true", help="install the network-guarded `radpriv` kernel "
+                    "spec into this environment and exit")
     args = ap.parse_args(argv)
+    if args.install_kernel:
+        print(f"kernel spec {KERNEL_NAME}: {ensure_kernel()}")
+        return 0
+    from radpriv.llm.netguard import install_process_guard
+
+    install_process_guard()  # the runner itself sends nothing off the machine either
     stems = list(args.notebooks)
     if args.all:
         stems += [s for s in NOTEBOOK_ORDER if (paths.NOTEBOOKS / f"{s}.ipynb").exists() and s not in stems]
     if not stems:
         ap.error("name at least one notebook or pass --all")
+    for stem in stems:  # every run's parameters are checked before the first notebook starts
+        try:
+            if not (paths.NOTEBOOKS / f"{stem}.ipynb").exists():
+                known = ", ".join(p.stem for p in sorted(paths.NOTEBOOKS.glob("*.ipynb")))
+                raise ParamError(f"no notebook {stem!r}; known notebooks: {known}")
+            load_params(stem, args.profile, args.params, dict(args.overrides))
+        except ParamError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     failed = []
     for stem in stems:
         print(f">> {stem} ({args.profile})", flush=True)

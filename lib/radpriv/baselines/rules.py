@@ -4,6 +4,19 @@ Rules are data: ``rules/context.yaml`` holds the shared triggers (pseudo, uncert
 termination) and their precedence; ``rules/<schema>.yaml`` holds mention patterns per finding (and,
 for the single-label CMR schema, weighted evidence per category). Add a schema's rules by adding a
 YAML file; no code changes.
+
+Your own rules: a YAML file anywhere on disk (name it in a manifest's ``rules:`` key, a notebook's
+``rules`` parameter or ``radpriv label --model rules --rules FILE``), for example::
+
+    # rules for my schema `my_cxr` (findings: effusion, pneumothorax)
+    exclude_sentences: [\bhistory of\b]     # optional: sentences to ignore
+    findings:                              # finding id -> regular expressions (case-insensitive)
+      effusion: [effusions?, fluid in the (left|right)? ?pleural space]
+      pneumothorax: [pneumothorax, \bptx\b]
+
+Negation ("no effusion"), uncertainty ("possible pneumothorax") and termination come from the shared
+``context.yaml`` (or a ``context:`` key naming your own file). A schema without rules gets no rule
+baseline: :func:`rule_baseline` returns None and the reports say "no rules for this schema".
 """
 
 from __future__ import annotations
@@ -51,8 +64,8 @@ def _compile(patterns, where: str) -> re.Pattern:
 
 
 @lru_cache(maxsize=None)
-def _context(rules_dir: str) -> dict:
-    path = Path(rules_dir) / "context.yaml"
+def _context(rules_dir: str, name: str = "context.yaml") -> dict:
+    path = Path(rules_dir) / name
     doc = _load_yaml(path)
     out = {"window": int(doc.get("window", 8))}
     for key in ("pseudo", "uncertainty_pre", "uncertainty_post", "negation_pre", "negation_post", "termination"):
@@ -74,12 +87,20 @@ class Mention:
 class RuleLabeler:
     """NegEx/ConText-style labeler for any schema with a rules file."""
 
-    def __init__(self, schema: str | Schema, rules_dir: str | Path | None = None):
+    def __init__(self, schema: str | Schema, rules_dir: str | Path | None = None, rules: str | Path | None = None):
         self.schema = schema if isinstance(schema, Schema) else load_schema(schema)
         self.rules_dir = Path(rules_dir or paths.RULES)
-        self.ctx = _context(str(self.rules_dir))
-        path = self.rules_dir / f"{self.schema.name}.yaml"
+        path = Path(rules).expanduser() if rules else self.rules_dir / f"{self.schema.name}.yaml"
+        if rules and not path.exists():
+            raise RuleError(f"{path}: rules file not found; check the path (see radpriv.baselines.rules for the format)")
         doc = _load_yaml(path)
+        if doc.get("context"):
+            ctx_path = Path(doc["context"]).expanduser()
+            ctx_path = ctx_path if ctx_path.is_absolute() else path.parent / ctx_path
+            self.ctx = _context(str(ctx_path.parent), ctx_path.name)
+        else:
+            self.ctx = _context(str(self.rules_dir))
+        self.path = path
         self.exclude = _compile(doc["exclude_sentences"], f"{path}: key 'exclude_sentences'") if doc.get("exclude_sentences") else None
         if self.schema.task == "single":
             self._init_single(doc, path)
@@ -90,7 +111,9 @@ class RuleLabeler:
         self.derived = dict(doc.get("derived") or {})
         unknown = [k for k in findings if k not in self.schema.ids]
         if unknown:
-            raise RuleError(f"{path}: key(s) {unknown} are not findings of schema {self.schema.name}")
+            raise RuleError(f"{path}, field 'findings': {', '.join(map(repr, unknown))} "
+                            f"{'is not a finding' if len(unknown) == 1 else 'are not findings'} of schema "
+                            f"{self.schema.name}; use its ids ({', '.join(self.schema.ids)})")
         missing = [f for f in self.schema.ids if f not in findings and f not in self.derived]
         if missing:
             raise RuleError(f"{path}: no patterns for finding(s) {missing}")
@@ -221,3 +244,20 @@ class RuleLabeler:
             else:
                 rows.append({"report_id": rid, **{k: v.value for k, v in self.label(text).items()}})
         return pd.DataFrame(rows)
+
+
+def has_rules(schema: str | Schema, rules: str | Path | None = None) -> bool:
+    """True when a rules file exists for this schema (the user's ``rules``, or the bundled one)."""
+    name = schema.name if isinstance(schema, Schema) else str(schema)
+    return bool(rules) or (Path(paths.RULES) / f"{name}.yaml").exists()
+
+
+def rule_baseline(schema: str | Schema, rules: str | Path | None = None) -> RuleLabeler | None:
+    """The rule labeler for ``schema`` (from the user's ``rules`` file when given), or None when the
+    schema has no rules: every study then runs without the rule-baseline row and says so."""
+    if not has_rules(schema, rules):
+        return None
+    return RuleLabeler(schema, rules=rules)
+
+
+NO_RULES = "no rules for this schema"

@@ -4,12 +4,21 @@
 
 - ``answers``   report_id + a State column per finding (or ``label``), plus probabilities in scoring
                 mode (``p_present__<id>``, ``p_uncertain__<id>``, ``p_absent__<id>``; ``p__<category>``);
-- ``failures``  report_id, reason (``invalid_json`` | ``timeout`` | ``backend_error`` | ``too_long``), detail;
+- ``failures``  report_id, reason, detail. Reasons: ``invalid_json`` (no valid answer after the retries),
+                ``timeout``, ``too_long`` (report + prompt exceed the context), ``connection_error`` /
+                ``http_error`` / ``bad_reply`` / ``redirect_refused`` (a server's transport faults),
+                ``backend_error`` (any other backend failure);
 - ``stats``     inputs, answers, failures, cache hits, tokens and seconds per report, model id, backend.
 
 Inputs = answers + failures, always (asserted, and said in the log). Every answer is cached on
-(model id, backend, prompt, schema, decoding parameters) as soon as it exists, so a re-run is free
-and an interrupted run resumes and ends with identical results.
+:func:`answer_key` (model sha256 or served-model digest, backend, the full prompt including scoring
+questions and answer prefixes, option words, decoding parameters, schema, post-processing version) as
+soon as it exists, so a re-run is free and an interrupted run (even ``kill -9``) resumes and ends with
+identical results.
+
+Faults of the model itself (not fetched, sha256 mismatch, unreadable file, a chat template that fails)
+raise before the first report; transport faults of a server are recorded per report. The whole run is
+under the network guard (:func:`radpriv.llm.netguard.guard`) with ``allow_hosts``.
 """
 
 from __future__ import annotations
@@ -28,13 +37,21 @@ from tqdm.auto import tqdm
 from radpriv.llm import prompts
 from radpriv.llm.backends import Backend, BackendError, BackendTimeout, get_backend
 from radpriv.llm.cache import AnswerCache
-from radpriv.llm.netguard import NetworkPolicyError, check_endpoint
-from radpriv.llm.registry import ModelSpec, resolve_model
+from radpriv.llm.netguard import NetworkPolicyError, check_endpoint, guard
+from radpriv.llm.registry import ModelLoadError, ModelSpec, RegistryError, model_path, resolve_model
 from radpriv.schemas import Schema, State, load_schema
 
 log = logging.getLogger("radpriv.llm")
 MODES = ("template", "scoring")
 few_shot_examples = prompts.few_shot_examples
+#: bump when parsing an answer or propagating it to parent findings changes (part of every cache key)
+POSTPROCESS_VERSION = 2
+#: top log-probabilities asked of a server in scoring mode
+TOP_LOGPROBS = 20
+
+
+class InvalidAnswer(ValueError):
+    """The model's answer did not parse against the schema after every retry (recorded per report)."""
 
 
 @dataclass
@@ -83,7 +100,7 @@ def _answer_template(backend: Backend, schema: Schema, msgs: list[dict], params:
             conversation = msgs + [{"role": "assistant", "content": gen.text},
                                    {"role": "user", "content": f"That answer is invalid ({exc}). Answer again with "
                                                                "valid JSON that follows the instructions."}]
-    raise ValueError("; ".join(errors))
+    raise InvalidAnswer("; ".join(errors))
 
 
 def prefill_questions(backend: Backend | str) -> bool:
@@ -117,25 +134,87 @@ def _answer_scoring(backend: Backend, schema: Schema, msgs: list[dict], deadline
             "prompt_tokens_total": sc.prompt_tokens_total, "completion_tokens": 0}
 
 
+def scoring_prompts(schema: Schema, backend_name: str) -> dict:
+    """What scoring mode appends to the report state: the questions (or answer prefixes) and options."""
+    opts = prompts.options(schema)
+    if schema.task == "single":
+        return {"questions": [prompts.question(schema)], "options": opts}
+    if prefill_questions(backend_name):
+        return {"answer_prefixes": [prompts.answer_prefix(schema, f) for f in schema.ids],
+                "options": [f" {o}" for o in opts]}
+    return {"questions": [prompts.question(schema, f) for f in schema.ids], "options": opts}
+
+
+def answer_key(spec: ModelSpec, backend_name: str, schema: Schema, mode: str, messages: list[dict],
+               params: dict, model_digest: str | None = None) -> str:
+    """The answer-cache key: everything that changes an answer.
+
+    The model (file sha256, or endpoint + served model + the server's digest of it where it reports one),
+    the backend, a user's chat-format override, the full prompt (messages, and in scoring mode the
+    questions or answer prefixes and the option words, plus the top-logprobs asked of a server), the
+    answer schema and the label schema (its findings and parents), the decoding parameters and method,
+    and the post-processing version (parsing, parent propagation)."""
+    extra: dict[str, Any] = {"mode": mode, "postprocess": POSTPROCESS_VERSION,
+                             "schema": schema.to_dict(), "chat_format": getattr(spec, "chat_format", None)}
+    if model_digest:
+        extra["served_model_digest"] = model_digest
+    if mode == "scoring":
+        extra["scoring"] = scoring_prompts(schema, backend_name)
+        if backend_name != "llamacpp":
+            extra["top_logprobs"] = TOP_LOGPROBS
+    elif backend_name == "llamacpp":  # jump-forward decoding of the fixed JSON tokens
+        extra["decoding"] = params.get("decoding", "jump-forward")
+    return AnswerCache.key(spec.model_id, backend_name, messages, prompts.answer_schema(schema),
+                           {**params, **extra})
+
+
+def _model_fault(spec: ModelSpec, exc: BaseException) -> ModelLoadError:
+    return ModelLoadError(f"model {spec.name!r} cannot answer: {exc}. Check the file "
+                          f"(`radpriv models path {spec.name} --full`), or register it again with a working "
+                          "--chat-format; nothing was labelled")
+
+
+def _policy_error(exc: BaseException) -> NetworkPolicyError | None:
+    """A network-policy refusal anywhere in an exception's chain (HTTP clients wrap socket errors)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, NetworkPolicyError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def label_frame(frame: pd.DataFrame, schema: Schema | str, model: str | ModelSpec, mode: str = "template",
                 cache: AnswerCache | bool | None = None, timeout: float = 120.0, retries: int = 2,
                 concurrency: int = 1, allow_hosts: Sequence[str] = (), few_shot=None, params: dict | None = None,
                 progress: bool = True, limit: int | None = None, backend_opts: dict | None = None) -> LabelRun:
-    """Label every report of ``frame`` (columns report_id, text) with ``model``. See the module docstring."""
+    """Label every report of ``frame`` (columns report_id, text) with ``model``. See the module docstring.
+
+    Runs under the network guard: only loopback, plus ``allow_hosts`` / ``$RADPRIV_ALLOW_HOSTS`` by name."""
+    allow_hosts = tuple([allow_hosts] if isinstance(allow_hosts, str) else (allow_hosts or ()))
+    with guard(allow_hosts):
+        return _label_frame(frame, schema, model, mode, cache, timeout, retries, concurrency, allow_hosts, few_shot,
+                            params, progress, limit, backend_opts)
+
+
+def _label_frame(frame, schema, model, mode, cache, timeout, retries, concurrency, allow_hosts, few_shot, params,
+                 progress, limit, backend_opts) -> LabelRun:
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is not one of {MODES}")
     schema = schema if isinstance(schema, Schema) else load_schema(schema)
     spec = resolve_model(model)
-    allow_hosts = tuple(allow_hosts or ())
     if spec.kind == "openai":
         check_endpoint(spec.endpoint, allow_hosts)  # refuse before any report is read
+    else:
+        model_path(spec, progress=False)  # not fetched / sha256 mismatch: raise before the first report
     params = {"temperature": 0.0, "top_k": 1, "seed": 0, "max_tokens": 24 + 12 * len(schema.ids), **(params or {})}
     if cache is None or cache is True:
         cache = AnswerCache()
     use_cache = isinstance(cache, AnswerCache)  # (an empty cache is falsy: never test it with `if cache`)
     rows = frame if limit is None else frame.head(int(limit))
-    backend: Backend | None = None
     backend_name = "openai" if spec.kind == "openai" else "llamacpp"
+    backend: Backend | None = None
 
     def get_b() -> Backend:
         nonlocal backend
@@ -143,24 +222,42 @@ def label_frame(frame: pd.DataFrame, schema: Schema | str, model: str | ModelSpe
             opts = dict(backend_opts or {})
             if spec.kind == "openai":
                 opts["allow_hosts"] = allow_hosts
-            backend = get_backend(spec, **opts)
+            try:
+                backend = get_backend(spec, **opts)
+            except (RegistryError, ModelLoadError, NetworkPolicyError):
+                raise
+            except Exception as exc:  # an unreadable file, a missing chat template, ...
+                raise _model_fault(spec, exc) from exc
         return backend
 
-    # multi-label scoring with the findings as answer prefixes is a different method: its own cache entries
-    key_extra = ({"questions": "answer_prefix"} if mode == "scoring" and schema.task != "single"
-                 and prefill_questions(backend_name) else {})
-    if mode == "template" and backend_name == "llamacpp":  # jump-forward decoding of the fixed JSON tokens
-        key_extra = {"decoding": params.get("decoding", "jump-forward")}
+    items = list(zip(rows["report_id"].astype(str), rows["text"].astype(str)))
+    digest = None
+    if spec.kind == "openai" and items:
+        digest_of = getattr(get_b(), "served_model_digest", None)
+        digest = digest_of() if callable(digest_of) else None
+    messages = {rid: build_messages(schema, mode, text, few_shot) for rid, text in items}
+    keys = {rid: answer_key(spec, backend_name, schema, mode, messages[rid], params, digest)
+            for rid, _ in items} if use_cache else {}
+    todo = [rid for rid, _ in items if not (use_cache and keys[rid] in cache)]
+    if todo:  # the model must load and its chat template must render before the first report is labelled
+        b = get_b()
+        check = getattr(b, "check_messages", None)
+        if callable(check):
+            try:
+                check(messages[todo[0]])
+            except (RegistryError, ModelLoadError):
+                raise
+            except Exception as exc:
+                raise _model_fault(spec, exc) from exc
     answers: dict[str, dict] = {}
     failures: list[dict] = []
     hits = 0
     t_start = time.perf_counter()
 
     def work(item: tuple[str, str]) -> tuple[str, dict | None, dict | None, bool]:
-        rid, text = item
-        msgs = build_messages(schema, mode, text, few_shot)
-        key = AnswerCache.key(spec.model_id, backend_name, msgs, prompts.answer_schema(schema),
-                              {**params, "mode": mode, **key_extra}) if use_cache else None
+        rid, _text = item
+        msgs = messages[rid]
+        key = keys.get(rid)
         if use_cache:
             got = cache.get(key)
             if got is not None:
@@ -170,21 +267,23 @@ def label_frame(frame: pd.DataFrame, schema: Schema | str, model: str | ModelSpe
             b = get_b()
             res = (_answer_template(b, schema, msgs, params, retries, deadline) if mode == "template"
                    else _answer_scoring(b, schema, msgs, deadline))
-        except NetworkPolicyError:
+        except (NetworkPolicyError, RegistryError, ModelLoadError):
             raise
+        except InvalidAnswer as exc:
+            return rid, None, {"reason": "invalid_json", "detail": f"after {retries + 1} attempts: {exc}"}, False
         except BackendTimeout as exc:
             return rid, None, {"reason": "timeout", "detail": str(exc)}, False
-        except ValueError as exc:
-            return rid, None, {"reason": "invalid_json", "detail": f"after {retries + 1} attempts: {exc}"}, False
         except BackendError as exc:
-            reason = "too_long" if "exceeds n_ctx" in str(exc) else "backend_error"
+            policy = _policy_error(exc)
+            if policy is not None:
+                raise policy from exc
+            reason = "too_long" if "exceeds n_ctx" in str(exc) else getattr(exc, "reason", "backend_error")
             return rid, None, {"reason": reason, "detail": str(exc)}, False
         res["seconds"] = round(time.perf_counter() - (deadline - timeout), 4)
         if use_cache:
             cache.put(key, res, model_id=spec.model_id, backend=backend_name)
         return rid, res, None, False
 
-    items = list(zip(rows["report_id"].astype(str), rows["text"].astype(str)))
     bar = tqdm(total=len(items), disable=not progress, desc=f"{spec.name} ({mode})", unit="report")
     try:
         if concurrency > 1:
@@ -220,6 +319,7 @@ def label_frame(frame: pd.DataFrame, schema: Schema | str, model: str | ModelSpe
     tok = lambda k: sum(a.get(k, 0) for a in answers.values())  # noqa: E731
     stats = {
         "model": spec.name, "model_id": spec.model_id, "backend": backend_name, "mode": mode,
+        "served_model_digest": digest,
         "n_inputs": n, "n_answers": len(answers), "n_failures": len(failures), "cache_hits": hits,
         "seconds": round(seconds, 2),
         "seconds_per_report": round(sum(a.get("seconds", 0) for a in answers.values()) / max(len(answers), 1), 3),

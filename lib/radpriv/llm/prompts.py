@@ -50,17 +50,22 @@ def _finding_lines(schema: Schema) -> str:
 
 
 def instructions(schema: Schema, mode: str = "template") -> str:
-    """The system prompt: the task, the label definitions and the rules. Shared by every report."""
+    """The system prompt: the task, the label definitions and the rules. Shared by every report.
+
+    The reader's role and the task come from the schema (``role:``, ``instruction:``); a schema without
+    them gets neutral wording built from its title (CMR wording lives only in the CMR schema)."""
     if schema.task == "single":
         cats = "\n".join(f"{CATEGORY_LETTERS[i]}) {f.id}: {f.label} - {f.description}"
                          for i, f in enumerate(schema.findings))
-        head = ("You are a cardiologist reading cardiac MRI reports. Classify each report into exactly one "
-                "primary diagnostic category:\n" + cats + "\n")
+        role = schema.role or f"a physician reading {schema.title} reports"
+        task = schema.instruction or "Classify each report into exactly one of these categories"
+        head = f"You are {role}. {task}:\n" + cats + "\n"
         if mode == "template":
             return head + 'Answer only with JSON: {"category": "<category id>"}.'
         return head + "When asked for the category, answer with its letter only."
-    head = (f"You are a radiologist extracting labels from {schema.title} reports. For each finding below "
-            "decide whether the report states it.\n" + _finding_lines(schema) + "\n"
+    role = schema.role or f"a radiologist extracting labels from {schema.title} reports"
+    task = schema.instruction or "For each finding below decide whether the report states it"
+    head = (f"You are {role}. {task}.\n" + _finding_lines(schema) + "\n"
             "Rules: 'true' only when the finding is stated without hedging; 'uncertain' when it is hedged "
             "(possible, probable, likely, most likely, suspected, questionable, cannot be excluded, may "
             "represent); 'false' when it is negated or not mentioned. If a sub-finding is true or uncertain, "

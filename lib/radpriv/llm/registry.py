@@ -54,6 +54,12 @@ class VerificationError(RegistryError):
     """A file whose sha256 or size differs from the pinned value. Such a file is never used."""
 
 
+class ModelLoadError(RuntimeError):
+    """A verified model that cannot answer: an unreadable file, or a chat template that fails.
+
+    Raised before the first report is labelled, never recorded as a per-report failure."""
+
+
 # --------------------------------------------------------------------------------------------- specs
 
 

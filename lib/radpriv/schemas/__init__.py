@@ -19,6 +19,7 @@ schema in the dataset's manifest (``label_map``) -- no code changes either way.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -98,6 +99,10 @@ class Schema:
     findings: tuple[Finding, ...]
     citation: str = ""
     path: Path | None = field(default=None, compare=False)
+    #: who reads the reports, for the LLM prompt ("a cardiologist reading cardiac MRI reports")
+    role: str = ""
+    #: what to do with each report, for the LLM prompt (single-label: before the list of categories)
+    instruction: str = ""
 
     # ---- lookups -------------------------------------------------------------------------
     @property
@@ -156,6 +161,7 @@ class Schema:
     def to_dict(self) -> dict:
         return {
             "name": self.name, "title": self.title, "task": self.task, "citation": self.citation,
+            **({"role": self.role} if self.role else {}), **({"instruction": self.instruction} if self.instruction else {}),
             "findings": [
                 {k: v for k, v in {"id": f.id, "label": f.label, "description": f.description,
                                    "parent": f.parent, "aliases": list(f.aliases)}.items() if v}
@@ -171,32 +177,58 @@ def _norm(s: str) -> str:
 _ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
+class SchemaError(ValueError):
+    """A schema file that cannot be used, with the file and the finding it concerns."""
+
+
+def _close(name: object, options: list[str]) -> str:
+    close = difflib.get_close_matches(str(name), options, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
 def _parse(doc: dict, source: Path | None) -> Schema:
     where = str(source) if source else "<schema>"
     for key in ("name", "task", "findings"):
         if key not in doc:
-            raise ValueError(f"{where}: missing field {key!r}; see radpriv/schemas/__init__.py for the format")
+            raise SchemaError(f"{where}: missing field {key!r}; see radpriv/schemas/__init__.py for the format")
     if doc["task"] not in ("multilabel", "single"):
-        raise ValueError(f"{where}: field 'task' must be 'multilabel' or 'single', got {doc['task']!r}")
-    findings, seen = [], set()
-    for i, item in enumerate(doc["findings"]):
+        raise SchemaError(f"{where}: field 'task' must be 'multilabel' or 'single', got {doc['task']!r}")
+    items = doc["findings"]
+    if not isinstance(items, list) or not items:
+        raise SchemaError(f"{where}: field 'findings' must be a non-empty list of findings "
+                          "(- id: snake_case_id, label: Published name); see radpriv/schemas/__init__.py")
+    findings, first_at = [], {}
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise SchemaError(f"{where}: findings[{i}] must be a mapping with at least an id, got {item!r}")
         fid = item.get("id")
         if not fid or not _ID_RE.match(str(fid)):
-            raise ValueError(f"{where}: findings[{i}] field 'id' must be snake_case, got {fid!r}")
-        if fid in seen:
-            raise ValueError(f"{where}: findings[{i}] duplicate id {fid!r}")
-        seen.add(fid)
+            raise SchemaError(f"{where}: findings[{i}] field 'id' must be snake_case, got {fid!r}")
+        if fid in first_at:
+            raise SchemaError(f"{where}: findings[{i}] duplicate id {fid!r} (already used by findings[{first_at[fid]}]); "
+                              "every finding needs its own id: rename one of them or merge the two entries")
+        first_at[fid] = i
         findings.append(Finding(id=fid, label=item.get("label", fid), description=item.get("description", ""),
                                 parent=item.get("parent"), aliases=tuple(item.get("aliases") or ())))
+    ids = list(first_at)
     for i, f in enumerate(findings):
-        if f.parent is not None and f.parent not in seen:
-            raise ValueError(f"{where}: findings[{i}] ({f.id}) names unknown parent {f.parent!r}")
-    schema = Schema(name=doc["name"], title=doc.get("title", doc["name"]), task=doc["task"],
-                    findings=tuple(findings), citation=doc.get("citation", ""), path=source)
-    for f in findings:  # cycle check
-        if f.id in schema.ancestors(f.id):
-            raise ValueError(f"{where}: parent cycle through {f.id!r}")
-    return schema
+        if f.parent is not None and f.parent not in first_at:
+            raise SchemaError(f"{where}: findings[{i}] ({f.id}) names unknown parent {f.parent!r}; a parent must be "
+                              f"the id of another finding of this schema: {_close(f.parent, ids)}"
+                              f"fix it, add finding {f.parent!r}, or remove the parent line")
+    by_id = {f.id: f for f in findings}
+    for i, f in enumerate(findings):  # cycle check (walk with a visited set: a cycle must not loop forever)
+        seen, cur = [f.id], f.parent
+        while cur is not None:
+            if cur in seen:
+                chain = " -> ".join([*seen, cur])
+                raise SchemaError(f"{where}: findings[{i}] ({f.id}) parent cycle through {cur!r} ({chain}); "
+                                  "parents must form a tree: remove one of the parent lines")
+            seen.append(cur)
+            cur = by_id[cur].parent
+    return Schema(name=doc["name"], title=doc.get("title", doc["name"]), task=doc["task"],
+                  findings=tuple(findings), citation=doc.get("citation", ""), path=source,
+                  role=str(doc.get("role") or ""), instruction=str(doc.get("instruction") or ""))
 
 
 def available_schemas() -> list[str]:
@@ -218,9 +250,9 @@ def load_schema(name_or_path: str | Path) -> Schema:
         with open(p, encoding="utf-8") as fh:
             doc = yaml.safe_load(fh)
     except yaml.YAMLError as exc:
-        raise ValueError(f"{p}: not valid YAML ({exc}); fix the file or see radpriv/schemas/__init__.py") from None
+        raise SchemaError(f"{p}: not valid YAML ({exc}); fix the file or see radpriv/schemas/__init__.py") from None
     if not isinstance(doc, dict):
-        raise ValueError(f"{p}: a schema file must be a mapping with name, task and findings")
+        raise SchemaError(f"{p}: a schema file must be a mapping with name, task and findings")
     return _parse(doc, p)
 
 
