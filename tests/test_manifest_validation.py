@@ -289,7 +289,7 @@ def test_data_check_bad_manifest_one_error_line(tmp_path, capsys):
     assert out == "" and len(lines) == 1
     assert lines[0] == (f"error: {m}, field 'lable_map': unknown key; did you mean 'label_map'? (valid keys: name, "
                         "title, description, access, license, citation, url, schema, generator, files, columns, "
-                        "label_map, value_map, splits)")
+                        "label_map, value_map, splits, rules)")
 
 
 def test_data_check_lists_every_validation_error(tmp_path, capsys):

@@ -7,6 +7,8 @@
     radpriv models register ollama-llama3 --endpoint http://127.0.0.1:11434/v1 --served-model llama3.1
     radpriv models path smollm2-135m            # verified local path
     radpriv label --manifest byo_csv --model smollm2-135m --out labels.csv
+    radpriv label --manifest byo_csv --model rules --out rules.csv   # the rule baseline, no LLM
+    radpriv evaluate --manifest byo_csv --pred labels.csv --pred rules.csv --out evaluation/
     radpriv data list
 
 Heavy modules (pandas, llama.cpp, torch) are imported only by the command that needs them, so
@@ -176,6 +178,60 @@ def failures_path(out: Path) -> Path:
     return out.with_name(out.stem + ".failures.csv")
 
 
+RULES_MODEL = "rules"  # `radpriv label --model rules`: the rule baseline instead of an LLM
+
+
+def _selected_reports(ds, args):
+    """The reports to label: --split, then --limit."""
+    frame = ds.frame
+    if args.split:
+        frame = frame[frame["split"] == args.split].reset_index(drop=True)
+        if frame.empty:
+            raise _Usage(f"--split {args.split}: no rows in {ds.name} (splits: {sorted(ds.frame['split'].unique())})")
+    if args.limit is not None:
+        frame = frame.head(args.limit).reset_index(drop=True)
+    return frame
+
+
+def _label_with_rules(args, out: Path) -> int:
+    """The rule baseline as a labeler: same answers CSV (report_id + label column(s)), an empty failures CSV."""
+    import pandas as pd
+
+    from radpriv.baselines.rules import rule_baseline
+    from radpriv.data import load_dataset
+    from radpriv.llm.netguard import guard
+    from radpriv.schemas import load_schema
+
+    if args.mode != "template":
+        raise _Usage(f"--mode {args.mode}: the rule baseline has no {args.mode} mode (no probabilities); "
+                     "drop --mode, or use an LLM with --model NAME")
+    ds = load_dataset(args.manifest)
+    schema = load_schema(args.schema) if args.schema else ds.schema
+    # the user's --rules, else the manifest's rules: (written for the manifest's schema), else the bundled rules
+    rules = args.rules or (ds.rules if schema.name == ds.schema.name else None)
+    labeler = rule_baseline(schema, rules)
+    if labeler is None:
+        raise _Usage(f"no rules for schema {schema.name} (manifest {ds.manifest_path}); write a rules file "
+                     "(see radpriv.baselines.rules) and pass --rules FILE or name it in the manifest's rules:")
+    frame = _selected_reports(ds, args)
+    n = len(frame)
+    print(f"labeling {n} reports of {ds.name} with the rule baseline ({labeler.path}, schema {schema.name})",
+          file=sys.stderr)
+    with guard(args.allow_host) as net:  # no model, no network: recorded all the same
+        answers = labeler.label_frame(frame, progress=not args.quiet)
+    cols = ["label"] if schema.task == "single" else list(schema.ids)
+    answers = answers[["report_id", *cols]]
+    failures = pd.DataFrame(columns=["report_id", "reason", "detail"])
+    _write_csv_atomic(answers, out)
+    fpath = failures_path(out)
+    _write_csv_atomic(failures, fpath)
+    print(f"{n} inputs = {len(answers)} answers + {len(failures)} failures")
+    print(f"answers: {out}\nfailures: {fpath}")
+    print(f"rules: {labeler.path}")
+    print(f"network: {net.summary()}")
+    return 0
+
+
 def cmd_label(args) -> int:
     from radpriv.data import load_dataset
     from radpriv.llm.cache import AnswerCache
@@ -186,6 +242,11 @@ def cmd_label(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".csv":
         raise _Usage(f"--out {out}: expected a .csv file name")
+    if args.model == RULES_MODEL:
+        return _label_with_rules(args, out)
+    if args.rules:
+        raise _Usage(f"--rules {args.rules}: a rules file goes with --model rules (the rule baseline); "
+                     f"drop --rules to label with {args.model}, or use --model rules")
     spec = resolve_model(args.model)
     if spec.is_server:
         check_endpoint(spec.endpoint, args.allow_host)  # refuse before reading any report
@@ -193,13 +254,7 @@ def cmd_label(args) -> int:
         model_path(spec)  # fetched and verified? (fast: sidecar) -- say so before loading data
     ds = load_dataset(args.manifest)
     schema = load_schema(args.schema) if args.schema else ds.schema
-    frame = ds.frame
-    if args.split:
-        frame = frame[frame["split"] == args.split].reset_index(drop=True)
-        if frame.empty:
-            raise _Usage(f"--split {args.split}: no rows in {ds.name} (splits: {sorted(ds.frame['split'].unique())})")
-    if args.limit is not None:
-        frame = frame.head(args.limit).reset_index(drop=True)
+    frame = _selected_reports(ds, args)
     from radpriv.llm.engine import label_frame
 
     cache = None if args.no_cache else AnswerCache(args.cache)
@@ -227,6 +282,45 @@ def cmd_label(args) -> int:
         print(f"error: {n} inputs but {len(answers)} answers + {len(failures)} failures; "
               "some inputs are unaccounted for (engine bug, please report)", file=sys.stderr)
         return EXIT_ERROR
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- evaluate
+
+
+def _system_names(preds: list[str], names: list[str]) -> list[str]:
+    if names and len(names) != len(preds):
+        raise _Usage(f"{len(names)} --name for {len(preds)} --pred; give one --name per --pred, in the same order, "
+                     "or none (names default to the file names)")
+    if names:
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise _Usage(f"--name {dup[0]} given twice; every system needs its own name")
+        return list(names)
+    out = [Path(p).stem for p in preds]
+    out = [str(Path(p).with_suffix("")) if out.count(o) > 1 else o for p, o in zip(preds, out)]
+    return [o if out[:i].count(o) == 0 else f"{o}#{out[:i].count(o) + 1}" for i, o in enumerate(out)]
+
+
+def cmd_evaluate(args) -> int:
+    from radpriv.data import load_dataset
+    from radpriv.evaluate.report import (EvaluationError, evaluate_predictions, format_text, method_notes,
+                                         read_predictions, write_report)
+
+    names = _system_names(args.pred, args.name)
+    ds = load_dataset(args.manifest)
+    try:
+        systems = [read_predictions(p, ds, split=args.split, name=n) for p, n in zip(args.pred, names)]
+        metrics, pairs = evaluate_predictions(ds, {s.name: s for s in systems}, split=args.split, policy=args.policy,
+                                              n_resamples=args.n_resamples, seed=args.seed)
+        notes = method_notes(ds, args.split, args.policy, args.n_resamples, args.seed, len(systems), systems)
+    except EvaluationError as exc:
+        raise _Usage(str(exc)) from None
+    out = Path(args.out) if args.out else Path(args.pred[0]).parent / "evaluation"
+    files = write_report(out, metrics, pairs, notes, title=f"radpriv evaluation: {ds.name}, split {args.split}",
+                         systems=systems)
+    print(format_text(metrics, pairs, notes, systems))
+    print("\n" + "\n".join(f"{k}: {v}" for k, v in files.items()))
     return 0
 
 
@@ -373,7 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--manifest", required=True, metavar="M",
                    help="bundled manifest name (see `radpriv data list`) or the path of your manifest YAML")
     x.add_argument("--schema", metavar="S", help="label schema name or YAML path (default: the manifest's)")
-    x.add_argument("--model", required=True, metavar="NAME", help="registered model name (or a GGUF path)")
+    x.add_argument("--model", required=True, metavar="NAME",
+                   help="registered model name (or a GGUF path), or `rules` for the rule baseline (no LLM): the "
+                        "bundled rules of the schema, the manifest's rules:, or --rules FILE")
+    x.add_argument("--rules", metavar="FILE",
+                   help="with --model rules only: your rules YAML (see radpriv.baselines.rules); default: the "
+                        "manifest's rules:, else the bundled rules of the schema")
     x.add_argument("--out", required=True, metavar="labels.csv", help="answers CSV to write")
     x.add_argument("--mode", choices=("template", "scoring"), default="template",
                    help="template: the model writes the JSON answer; scoring: per-finding log-probabilities")
@@ -389,6 +488,34 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--no-cache", action="store_true", help="do not read or write the answer cache")
     x.add_argument("--quiet", action="store_true", help="no progress bar")
     x.set_defaults(func=cmd_label)
+
+    # evaluate
+    x = sub.add_parser("evaluate", help="score answers CSVs against a dataset's labels (P/R/F1 with CIs, McNemar)",
+                       description="Compare each answers CSV of `radpriv label` with the manifest's reference labels: "
+                                   "per category (or finding) precision, recall, F1 and support, accuracy, macro and "
+                                   "weighted averages with percentile bootstrap 95 % CIs over reports; with 2+ "
+                                   "--pred, McNemar between every pair (exact binomial below 25 discordant pairs), "
+                                   "Holm-corrected. Writes metrics.csv, pairs.csv and evaluation.html to --out. "
+                                   "Predictions naming unknown reports, missing reports of the split, lacking a label "
+                                   "column, with values outside the schema or duplicated ids are refused. Reports "
+                                   "recorded in OUT.failures.csv next to an answers CSV are scored as wrong; answers "
+                                   "for reports of other splits are counted and not scored.")
+    x.add_argument("--manifest", required=True, metavar="M",
+                   help="bundled manifest name (see `radpriv data list`) or the path of your manifest YAML")
+    x.add_argument("--pred", required=True, action="append", metavar="CSV",
+                   help="answers CSV of `radpriv label` (report_id + label column(s)); repeat to compare systems")
+    x.add_argument("--name", action="append", default=[], metavar="NAME",
+                   help="system name for each --pred, in order (default: the file name)")
+    x.add_argument("--split", choices=("train", "validation", "test", "all"), default="test",
+                   help="reports to evaluate (default test; all: every report)")
+    x.add_argument("--out", metavar="DIR", help="output directory (default: evaluation/ next to the first --pred)")
+    x.add_argument("--policy", choices=("exclusive", "inclusive"), default="exclusive",
+                   help="multi-label binarisation: uncertain counts as negative (exclusive, default) or positive "
+                        "(inclusive); present is positive")
+    x.add_argument("--n-resamples", type=_nonneg_int, default=1000, metavar="B",
+                   help="bootstrap resamples for the 95 %% CIs (default 1000; 0: no intervals)")
+    x.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    x.set_defaults(func=cmd_evaluate)
 
     # data
     d = sub.add_parser("data", help="bundled dataset manifests and synthetic corpora")

@@ -12,28 +12,22 @@ Create one with :func:`create_backend(spec)`; register another with :func:`regis
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
+# the exceptions live in radpriv.llm.errors (no import cycle with radpriv.llm.http); re-exported here
+from radpriv.llm.errors import BackendError, BackendTimeout, TransportError  # noqa: F401
+from radpriv.llm.http import JSONClient, refuse_url_credentials
 from radpriv.llm.netguard import check_endpoint
-from radpriv.llm.registry import ModelSpec, model_path
-
-
-class BackendError(RuntimeError):
-    """A backend failed to produce an answer (recorded as a failure with this reason)."""
-
-
-class BackendTimeout(BackendError):
-    pass
+from radpriv.llm.registry import ModelLoadError, ModelSpec, model_path
 
 
 @dataclass
@@ -113,11 +107,31 @@ def register_backend(kind: str, cls: type[Backend]) -> None:
 
 def create_backend(spec: ModelSpec, **opts) -> Backend:
     kind = "openai" if spec.kind == "openai" else spec.kind
+    if kind == "hf" and "hf" not in _BACKENDS:
+        import radpriv.llm.hf_backend  # noqa: F401  (registers itself; imports torch + transformers)
     try:
         cls = _BACKENDS[kind]
     except KeyError:
         raise BackendError(f"no backend for model kind {spec.kind!r} (known: {', '.join(_BACKENDS)})") from None
     return cls(spec, **opts)
+
+
+def fold_system_turn(messages: list[dict]) -> list[dict]:
+    """The same chat for templates without a system role or with strict user/assistant alternation:
+    the system text becomes the start of the first user turn, and consecutive turns of one role merge."""
+    out: list[dict] = []
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    for m in messages:
+        if m["role"] == "system":
+            continue
+        content = m["content"]
+        if system and m["role"] == "user" and not any(o["role"] == "user" for o in out):
+            content = f"{system}\n\n{content}"
+        if out and out[-1]["role"] == m["role"]:
+            out[-1] = {"role": m["role"], "content": f"{out[-1]['content']}\n\n{content}"}
+        else:
+            out.append({"role": m["role"], "content": content})
+    return out
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -141,26 +155,73 @@ class LlamaCppBackend(Backend):
         path = model_path(spec)
         if n_gpu_layers is None:  # offload everything when llama.cpp was built with a GPU backend
             n_gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
-        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=int(n_ctx or spec.n_ctx or 4096),
-                                   n_threads=n_threads or max(1, (os.cpu_count() or 2)), n_gpu_layers=n_gpu_layers,
-                                   seed=seed, logits_all=False, verbose=False)
+        try:
+            self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=int(n_ctx or spec.n_ctx or 4096),
+                                       n_threads=n_threads or max(1, (os.cpu_count() or 2)),
+                                       n_gpu_layers=n_gpu_layers, seed=seed, logits_all=False, verbose=False)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(f"model {spec.name!r}: llama.cpp cannot load {path} ({exc}); the file is not a "
+                                 "readable GGUF model: fetch it again or register a working file") from None
         meta = self.llm.metadata
         template = meta.get("tokenizer.chat_template")
-        if not template:
-            raise BackendError(f"{path}: the GGUF file has no chat template; register the model with a chat_format")
         eos = self.llm.detokenize([self.llm.token_eos()]).decode("utf-8", "ignore")
         bos = self.llm.detokenize([self.llm.token_bos()]).decode("utf-8", "ignore") if self.llm.token_bos() >= 0 else ""
-        self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-        self._formatter_open = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
-                                                   add_generation_prompt=False)
+        self._format = None      # a named llama.cpp chat format (registration's chat_format), else the template
+        if spec.chat_format:
+            from llama_cpp import llama_chat_format
+
+            name = str(spec.chat_format).lower()
+            found = [getattr(llama_chat_format, f"format_{n}") for n in (name.replace("-", "_"), name.replace("-", ""))
+                     if hasattr(llama_chat_format, f"format_{n}")]
+            if not found:
+                known = sorted(n[len("format_"):] for n in dir(llama_chat_format) if n.startswith("format_"))
+                raise ModelLoadError(f"model {spec.name!r}: unknown chat_format {spec.chat_format!r} (llama.cpp knows "
+                                     f"{', '.join(known)}); register it again with one of those, or without "
+                                     "--chat-format to use the GGUF's own template")
+            self._format = found[0]
+        elif not template:
+            raise ModelLoadError(f"model {spec.name!r}: {path} has no chat template; register the model with "
+                                 "--chat-format NAME (e.g. chatml, llama-3, gemma)")
+        else:
+            self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+            self._formatter_open = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
+                                                       add_generation_prompt=False)
+        #: the template refuses a system turn or needs strict user/assistant alternation: fold the
+        #: instructions into the first user turn and merge consecutive user turns (decided on first render)
+        self.fold_system: bool | None = None
         self._lock = threading.Lock()  # one llama context: calls are serialised
         self._grammars: dict[str, object] = {}
         self._option_tokens: dict[tuple, list[int]] = {}
 
     # ---- helpers --------------------------------------------------------------------------
-    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    def _render_raw(self, messages: list[dict], add_generation_prompt: bool) -> str:
+        if self._format is not None:  # llama.cpp's named formats always end with the assistant's turn opened
+            return self._format(messages=messages).prompt
         fmt = self._formatter if add_generation_prompt else self._formatter_open
         return fmt(messages=messages).prompt
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        """The prompt text of a chat. A template that refuses the system turn (or requires strict
+        alternation) gets the instructions folded into the first user turn (:func:`fold_system_turn`)."""
+        if self.fold_system is None:
+            try:
+                out = self._render_raw(messages, add_generation_prompt)
+                self.fold_system = False
+                return out
+            except Exception as first:
+                try:
+                    out = self._render_raw(fold_system_turn(messages), add_generation_prompt)
+                except Exception:
+                    raise ModelLoadError(f"model {self.spec.name!r}: its chat template fails on this conversation "
+                                         f"({type(first).__name__}: {first}); register the model again with a "
+                                         "working --chat-format") from None
+                self.fold_system = True
+                return out
+        return self._render_raw(fold_system_turn(messages) if self.fold_system else messages, add_generation_prompt)
+
+    def check_messages(self, messages: list[dict]) -> None:
+        """Render a conversation once before the first report: a failing template is a model fault."""
+        self.render(messages)
 
     def tokenize(self, text: str, special: bool = True) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
@@ -308,29 +369,26 @@ class LlamaCppBackend(Backend):
         return self._option_tokens[key]
 
     def score_options(self, messages, questions, options, deadline=None) -> Scores:
-        base = self.render(messages, add_generation_prompt=False)
-        base_tokens = self.tokenize(base)
+        """Each question as a user turn after ``messages``; the report's tokens stay in the KV cache and
+        only the tokens after the longest shared prefix are evaluated for each question."""
         opt_tok = self._options_first_tokens(options)
         out: list[dict[str, float]] = []
         with self._lock:
             t0 = time.perf_counter()
-            evaluated = self._eval_from(base_tokens)
-            n_base = self.llm.n_tokens
+            evaluated, n_total = 0, 0
             for q in questions:
                 if deadline is not None and time.monotonic() > deadline:
                     raise BackendTimeout(f"scored {len(out)} of {len(questions)} questions before the timeout")
-                full = self.render(messages + [{"role": "user", "content": q}])
-                if not full.startswith(base):
-                    raise BackendError("chat template does not extend the report prefix; cannot reuse its state")
-                suffix = self.tokenize(full[len(base):])
-                self.llm.n_tokens = n_base          # rewind to the report state (KV beyond is dropped by eval)
-                self.llm.eval(suffix)
-                evaluated += len(suffix)
+                tokens = self.tokenize(self.render(messages + [{"role": "user", "content": q}]))
+                if len(tokens) + 1 > self.llm.n_ctx():
+                    raise BackendError(f"prompt of {len(tokens)} tokens exceeds n_ctx={self.llm.n_ctx()}; "
+                                       "raise n_ctx or shorten the report")
+                evaluated += self._eval_from(tokens)
+                n_total = max(n_total, len(tokens))
                 lp = _log_softmax(self._last_logits()[opt_tok])
                 out.append({o: float(v) for o, v in zip(options, lp)})
-            self.llm.n_tokens = n_base
             secs = time.perf_counter() - t0
-        return Scores(logprobs=out, prompt_tokens=evaluated, prompt_tokens_total=len(base_tokens), seconds=secs)
+        return Scores(logprobs=out, prompt_tokens=evaluated, prompt_tokens_total=n_total, seconds=secs)
 
     def score_continuations(self, messages, prefixes, options, deadline=None) -> Scores:
         """Scoring with the questions in the assistant's voice: the report state ends with the
@@ -366,41 +424,36 @@ class LlamaCppBackend(Backend):
 # ---------------------------------------------------------------------------------------------
 class OpenAIBackend(Backend):
     """Chat completions over HTTP. ``structured``: json_schema (vLLM, LM Studio, Ollama), json_object
-    (llama.cpp's Python server: ``{"type": "json_object", "schema": ...}``) or none."""
+    (llama.cpp's Python server: ``{"type": "json_object", "schema": ...}``) or none; ``auto`` tries
+    them in that order, moving on only when the server rejects the format (HTTP 400/404/415/422).
+
+    Every request goes through :class:`radpriv.llm.http.JSONClient` (one per backend, connections
+    reused, thread-safe): the URL passes the network policy, proxy variables and ``.netrc`` are
+    ignored, redirects are refused, and the per-report ``deadline`` bounds the whole exchange.
+    ``proxy``: an explicit proxy URL (loopback or opted in by name), the only way a proxy is used.
+    Faults raise :class:`TransportError` (``reason`` connection_error / http_error / bad_reply /
+    redirect_refused) or :class:`BackendTimeout`.
+    """
 
     name = "openai"
+    #: HTTP statuses with which a server rejects a ``response_format`` it does not support
+    FORMAT_REJECTED = frozenset({400, 404, 415, 422})
 
     def __init__(self, spec: ModelSpec, allow_hosts: Sequence[str] = (), structured: str = "auto",
-                 request_timeout: float = 600.0, **opts):
+                 request_timeout: float = 600.0, proxy: str | None = None, **opts):
         super().__init__(spec, **opts)
         self.base = str(spec.endpoint).rstrip("/")
+        refuse_url_credentials(self.base)
         check_endpoint(self.base, allow_hosts)
         self.allow_hosts = tuple(allow_hosts)
         self.structured = structured
         self.request_timeout = request_timeout
         self.api_key = os.environ.get(spec.api_key_env or "", "") if spec.api_key_env else ""
+        self._http = JSONClient(allow_hosts=self.allow_hosts, proxy=proxy, timeout=request_timeout,
+                                headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else None)
 
     def _post(self, path: str, body: dict, deadline: float | None) -> dict:
-        url = f"{self.base}{path}"
-        check_endpoint(url, self.allow_hosts)
-        timeout = self.request_timeout if deadline is None else max(0.1, deadline - time.monotonic())
-        req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json",
-                                              **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return json.loads(resp.read().decode("utf-8"))
-        except TimeoutError as exc:
-            raise BackendTimeout(f"{url}: no answer within {timeout:.1f} s") from exc
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode("utf-8", "replace")[:500]
-            raise BackendError(f"{url}: HTTP {exc.code}: {detail}") from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, TimeoutError):
-                raise BackendTimeout(f"{url}: no answer within {timeout:.1f} s") from None
-            raise BackendError(f"{url}: {exc.reason}") from None
-        except json.JSONDecodeError as exc:
-            raise BackendError(f"{url}: the server's reply is not JSON ({exc})") from None
+        return self._http.post_json(f"{self.base}{path}", body, deadline)
 
     def _formats(self, json_schema: dict) -> list[dict | None]:
         js = {"type": "json_schema", "json_schema": {"name": "answer", "schema": json_schema, "strict": True}}
@@ -409,7 +462,8 @@ class OpenAIBackend(Backend):
         return order
 
     def generate_json(self, messages, json_schema, params, deadline=None) -> Generation:
-        last: Exception | None = None
+        last: TransportError | None = None
+        url = f"{self.base}/chat/completions"
         for fmt in self._formats(json_schema):
             body = {"model": self.spec.served_model, "messages": messages, "temperature": params.get("temperature", 0.0),
                     "max_tokens": params.get("max_tokens", 512), "seed": params.get("seed", 0)}
@@ -418,25 +472,30 @@ class OpenAIBackend(Backend):
             t0 = time.perf_counter()
             try:
                 out = self._post("/chat/completions", body, deadline)
-            except BackendTimeout:
-                raise
-            except BackendError as exc:  # e.g. the server does not know this response_format: try the next
-                last = exc
-                if ": HTTP " not in str(exc) or self.structured != "auto":
+            except TransportError as exc:  # the server does not know this response_format: try the next
+                # llama.cpp's Python server answers an unknown response_format with a 500 validation error
+                rejected = exc.status in self.FORMAT_REJECTED or (exc.status == 500 and "response_format" in str(exc))
+                if exc.reason != "http_error" or not rejected or self.structured != "auto":
                     raise
+                last = exc
                 continue
             self.structured = "json_schema" if fmt and fmt["type"] == "json_schema" else (
                 "json_object" if fmt else "none")
             try:
                 text = out["choices"][0]["message"]["content"] or ""
             except (KeyError, IndexError, TypeError):
-                raise BackendError(f"unexpected reply shape: {str(out)[:300]}") from None
+                raise TransportError(f"POST {url}: the reply has no choices[0].message.content (not a chat completion): "
+                                     f"{' '.join(str(out).split())[:300]}", "bad_reply", url=url) from None
+            if not isinstance(text, str):
+                raise TransportError(f"POST {url}: choices[0].message.content is not text: {str(text)[:200]}",
+                                     "bad_reply", url=url)
             usage = out.get("usage") or {}
             return Generation(text=text, prompt_tokens=int(usage.get("prompt_tokens", 0)),
                               prompt_tokens_total=int(usage.get("prompt_tokens", 0)),
                               completion_tokens=int(usage.get("completion_tokens", 0)),
                               seconds=time.perf_counter() - t0)
-        raise BackendError(f"the server accepted no structured-output format: {last}")
+        raise TransportError(f"the server accepted no structured-output format: {last}", "http_error",
+                             url=url, status=last.status if last is not None else None)
 
     def score_options(self, messages, questions, options, deadline=None) -> Scores:
         out, t0, ptok = [], time.perf_counter(), 0
@@ -444,11 +503,15 @@ class OpenAIBackend(Backend):
             body = {"model": self.spec.served_model, "messages": messages + [{"role": "user", "content": q}],
                     "temperature": 0.0, "max_tokens": 1, "logprobs": True, "top_logprobs": 20}
             reply = self._post("/chat/completions", body, deadline)
+            if not isinstance(reply, dict) or not isinstance(reply.get("choices"), list) or not reply["choices"]:
+                raise TransportError(f"POST {self.base}/chat/completions: the reply has no choices: "
+                                     f"{' '.join(str(reply).split())[:300]}", "bad_reply",
+                                     url=f"{self.base}/chat/completions")
             try:
                 top = reply["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
             except (KeyError, IndexError, TypeError):
-                raise BackendError("the server returned no top_logprobs; scoring mode needs a server with logprobs "
-                                   "(llama.cpp server, vLLM); use template mode otherwise") from None
+                raise NoLogprobs("the server returned no top_logprobs; scoring mode needs a server with logprobs "
+                                 "(llama.cpp server, vLLM); use template mode otherwise") from None
             lp = {o: -np.inf for o in options}
             for item in top:
                 tok = str(item.get("token", "")).strip().lower()
@@ -463,6 +526,80 @@ class OpenAIBackend(Backend):
             ptok += int((reply.get("usage") or {}).get("prompt_tokens", 0))
         return Scores(logprobs=out, prompt_tokens=ptok, prompt_tokens_total=ptok, seconds=time.perf_counter() - t0)
 
+    def supports_logprobs(self, timeout: float = 30.0) -> bool:
+        """Whether the server returns next-token log-probabilities (scoring mode needs them). Asked once with
+        a content-free question (no report text). A transport fault answers True: the reports will say."""
+        body = {"model": self.spec.served_model, "messages": [{"role": "user", "content": "Answer A or B."}],
+                "temperature": 0.0, "max_tokens": 1, "logprobs": True, "top_logprobs": 5}
+        try:
+            reply = self._post("/chat/completions", body, time.monotonic() + timeout)
+            return bool(reply["choices"][0]["logprobs"]["content"][0]["top_logprobs"])
+        except BackendError:
+            return True
+        except (KeyError, IndexError, TypeError):
+            return False
+
+    #: fields of a /v1/models entry that change from call to call (vLLM, llama.cpp's server), not the model
+    _VOLATILE_MODEL_FIELDS = frozenset({"created", "permission", "permissions"})
+
+    def served_model_digest(self, timeout: float = 5.0) -> str | None:
+        """A digest of the model the server serves as ``served_model``, where the server reports one;
+        else None. Never raises: a fault, a 404 or an unknown model gives None.
+
+        * **Ollama** (endpoint ``{root}/v1``): ``GET {root}/api/tags`` lists ``models[*]`` with
+          ``name`` / ``model`` and ``digest``; the entry matching ``served_model`` (or
+          ``served_model + ":latest"``) gives its ``digest`` as reported (a hex sha256 of the manifest).
+          (``/api/show`` has no top-level digest, so it is not used.) An empty digest (llama.cpp's
+          server answers /api/tags with ``digest: ""``) falls through to the next probe.
+        * **OpenAI-style servers** (vLLM, llama.cpp's server, LM Studio): ``GET {base}/models``; for
+          the entry whose ``id == served_model``, ``"sha256:" +`` the sha256 of its canonical JSON
+          (``sort_keys``, compact), leaving out fields that change per call (``created``,
+          ``permission(s)``). llama.cpp's server lists the model file path as ``id`` (and size/params
+          under ``meta``), so a different file gives a different digest; a server that reports only
+          the name gives a digest that changes only with what it reports.
+
+        Each probe waits at most ``timeout`` seconds; every call probes again (backends are shared
+        per process and the server may swap the model between runs: call once per run, not per
+        report). The engine puts it in the answer-cache key, so answers from a different model
+        behind the same name are not reused.
+        """
+        served = str(self.spec.served_model)
+        names = {served, served if ":" in served else f"{served}:latest"}
+
+        def fetch(url: str):
+            try:
+                return self._http.get_json(url, deadline=time.monotonic() + timeout)
+            except Exception:  # noqa: BLE001 - a probe: any fault means "no digest here"
+                return None
+
+        if self.base.endswith("/v1"):
+            tags = fetch(f"{self.base[:-3]}/api/tags")
+            models = tags.get("models") if isinstance(tags, dict) else None
+            for entry in models if isinstance(models, list) else ():
+                if (isinstance(entry, dict) and {entry.get("name"), entry.get("model")} & names
+                        and isinstance(entry.get("digest"), str) and entry["digest"].strip()):
+                    return entry["digest"].strip()
+        listing = fetch(f"{self.base}/models")
+        data = listing.get("data") if isinstance(listing, dict) else None
+        for entry in data if isinstance(data, list) else ():
+            if isinstance(entry, dict) and entry.get("id") == served:
+                stable = {k: v for k, v in entry.items() if k not in self._VOLATILE_MODEL_FIELDS}
+                try:
+                    canon = json.dumps(stable, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+                except (TypeError, ValueError):
+                    return None
+                return "sha256:" + hashlib.sha256(canon.encode("utf-8")).hexdigest()
+        return None
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class NoLogprobs(BackendError):
+    """A server that returns no log-probabilities (scoring mode falls back to template mode)."""
+
+    reason = "no_logprobs"
+
 
 register_backend("gguf", LlamaCppBackend)
 register_backend("openai", OpenAIBackend)
@@ -474,7 +611,9 @@ _LOADED_LOCK = threading.Lock()
 
 def get_backend(spec: ModelSpec, **opts) -> Backend:
     """A shared backend per (model, options): loading a model once per process, not per call."""
-    key = (spec.model_id, spec.kind, json.dumps(opts, sort_keys=True, default=str))
+    # everything that changes how the model answers: the same file with another chat format is another backend
+    key = (spec.model_id, spec.kind, spec.chat_format, spec.n_ctx, spec.endpoint, spec.served_model,
+           json.dumps(opts, sort_keys=True, default=str))
     with _LOADED_LOCK:
         if key not in _LOADED:
             _LOADED[key] = create_backend(spec, **opts)

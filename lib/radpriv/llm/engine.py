@@ -103,11 +103,19 @@ def _answer_template(backend: Backend, schema: Schema, msgs: list[dict], params:
     raise InvalidAnswer("; ".join(errors))
 
 
+IN_PROCESS = ("llamacpp", "transformers")
+
+
+def backend_name_of(spec: ModelSpec) -> str:
+    """The backend that runs a model: a server, a Hugging Face directory, or llama.cpp (GGUF)."""
+    return {"openai": "openai", "hf": "transformers"}.get(spec.kind, "llamacpp")
+
+
 def prefill_questions(backend: Backend | str) -> bool:
     """Multi-label scoring asks each finding as the start of the assistant's answer (a few tokens on
-    the shared report state) where the backend can continue a turn: in-process llama.cpp."""
+    the shared report state) where the backend can continue a turn: the in-process backends."""
     name = backend if isinstance(backend, str) else getattr(backend, "name", "")
-    return name == "llamacpp"
+    return name in IN_PROCESS
 
 
 def _answer_scoring(backend: Backend, schema: Schema, msgs: list[dict], deadline: float) -> dict:
@@ -160,9 +168,9 @@ def answer_key(spec: ModelSpec, backend_name: str, schema: Schema, mode: str, me
         extra["served_model_digest"] = model_digest
     if mode == "scoring":
         extra["scoring"] = scoring_prompts(schema, backend_name)
-        if backend_name != "llamacpp":
+        if backend_name not in IN_PROCESS:
             extra["top_logprobs"] = TOP_LOGPROBS
-    elif backend_name == "llamacpp":  # jump-forward decoding of the fixed JSON tokens
+    elif backend_name in IN_PROCESS:  # jump-forward decoding of the fixed JSON tokens
         extra["decoding"] = params.get("decoding", "jump-forward")
     return AnswerCache.key(spec.model_id, backend_name, messages, prompts.answer_schema(schema),
                            {**params, **extra})
@@ -209,11 +217,12 @@ def _label_frame(frame, schema, model, mode, cache, timeout, retries, concurrenc
     else:
         model_path(spec, progress=False)  # not fetched / sha256 mismatch: raise before the first report
     params = {"temperature": 0.0, "top_k": 1, "seed": 0, "max_tokens": 24 + 12 * len(schema.ids), **(params or {})}
+    # (the prompt and the answer columns follow `mode`, which a server without log-probabilities changes)
     if cache is None or cache is True:
         cache = AnswerCache()
     use_cache = isinstance(cache, AnswerCache)  # (an empty cache is falsy: never test it with `if cache`)
     rows = frame if limit is None else frame.head(int(limit))
-    backend_name = "openai" if spec.kind == "openai" else "llamacpp"
+    backend_name = backend_name_of(spec)
     backend: Backend | None = None
 
     def get_b() -> Backend:
@@ -224,17 +233,24 @@ def _label_frame(frame, schema, model, mode, cache, timeout, retries, concurrenc
                 opts["allow_hosts"] = allow_hosts
             try:
                 backend = get_backend(spec, **opts)
-            except (RegistryError, ModelLoadError, NetworkPolicyError):
-                raise
+            except (RegistryError, ModelLoadError, NetworkPolicyError, ValueError):
+                raise  # (a ValueError here: an endpoint with credentials, a bad option)
             except Exception as exc:  # an unreadable file, a missing chat template, ...
                 raise _model_fault(spec, exc) from exc
         return backend
 
     items = list(zip(rows["report_id"].astype(str), rows["text"].astype(str)))
-    digest = None
+    digest, fallback = None, None
     if spec.kind == "openai" and items:
         digest_of = getattr(get_b(), "served_model_digest", None)
         digest = digest_of() if callable(digest_of) else None
+        probe = getattr(get_b(), "supports_logprobs", None)
+        if mode == "scoring" and callable(probe) and not probe():
+            fallback = (f"{spec.name}: the server returns no log-probabilities, so scoring mode fell back to "
+                        "template mode (the model writes the JSON answer)")
+            log.warning(fallback)
+            print(f"note: {fallback}")  # said once, in the notebook and on the terminal
+            mode = "template"
     messages = {rid: build_messages(schema, mode, text, few_shot) for rid, text in items}
     keys = {rid: answer_key(spec, backend_name, schema, mode, messages[rid], params, digest)
             for rid, _ in items} if use_cache else {}
@@ -319,7 +335,7 @@ def _label_frame(frame, schema, model, mode, cache, timeout, retries, concurrenc
     tok = lambda k: sum(a.get(k, 0) for a in answers.values())  # noqa: E731
     stats = {
         "model": spec.name, "model_id": spec.model_id, "backend": backend_name, "mode": mode,
-        "served_model_digest": digest,
+        "served_model_digest": digest, "mode_fallback": fallback,
         "n_inputs": n, "n_answers": len(answers), "n_failures": len(failures), "cache_hits": hits,
         "seconds": round(seconds, 2),
         "seconds_per_report": round(sum(a.get("seconds", 0) for a in answers.values()) / max(len(answers), 1), 3),

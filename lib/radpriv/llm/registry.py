@@ -511,6 +511,9 @@ def register_model(name: str, kind: str, path: str | Path | None = None, endpoin
     named in ``allow_hosts`` (or ``$RADPRIV_ALLOW_HOSTS``). The opt-in is *not* stored: every labeling
     run must name the host again.
     """
+    if str(name).lower() == "rules":
+        raise RegistryError("the name 'rules' is reserved for the rule baseline (`radpriv label --model rules`); "
+                            "choose another name")
     if kind not in KINDS:
         raise RegistryError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
     if name in _bundled():
