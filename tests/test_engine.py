@@ -69,7 +69,8 @@ def test_multilabel_scoring_reads_answer_prefixes_on_the_shared_report_state(smo
     import numpy as np
 
     from radpriv.llm import prompts
-    from radpriv.llm.backends import _log_softmax, get_backend
+    from radpriv.llm.backends import get_backend
+    from radpriv.llm.decoding import log_softmax as _log_softmax
     from radpriv.llm.engine import build_messages
 
     schema = load_schema("ctrate18")

@@ -1,8 +1,31 @@
 """The Study 3 grid: every (mode, ε, seed) trained, scored on the test split and cached.
 
-A run is cached on the hash of everything that determines it — the training config, the encoder's
-files, the training texts and labels, the validation/test texts and the initial weights — so a re-run
-of the notebook costs nothing and changing any input retrains only what it touches.
+A run is cached on the hash of everything that determines it (:func:`run_key_parts` lists them, and every
+cached record keeps that list under ``key_parts``):
+
+* the training config (every field but the stamped radpriv ``version``: mode, ε, δ, seed, batch sizes, rates,
+  windows, LoRA settings, …) and the device the run really uses (a ``cuda`` config on a machine without CUDA
+  trains on the CPU, and CPU and GPU numerics differ);
+* the encoder: :func:`encoder_fingerprint`, the sha256 of every file of the checkpoint directory (weights,
+  config, tokenizer), not just names and sizes;
+* the training code: :data:`TRAINING_CODE_VERSION`, the sha256 of the source of ``dp/train.py``, ``dp/grid.py``
+  and ``dp/accounting.py`` (and :data:`SCORING_CODE_VERSION`, of the bootstrap the F1 CIs come from), so that
+  any edit to the code that trains or scores a run invalidates the cached results instead of silently
+  reusing results the edited code might no longer produce;
+* the versions of the numerical libraries (torch, transformers, peft, opacus, numpy, scikit-learn, scipy, …);
+* the data: texts (in order: order decides the batches) and labels of the training, validation and test
+  splits (:meth:`Split.digest`). The label policy (exclusive/inclusive) and the teacher are captured
+  through the 0/1 labels they produce. Report ids are NOT part of the key: neither training nor scoring reads
+  them (the result of a split depends only on its texts, in order, and labels), so renaming reports reuses
+  the cache, while changing a report's text or label does not;
+* the initial weights (``init_key``: the public pre-training run's key, or a digest of ``init_state``) and the
+  bootstrap settings (``n_resamples``; the bootstrap seed is the config's seed).
+
+So a re-run of the notebook costs nothing and changing any input retrains only what it touches (the two
+baseline rows, :func:`run_baselines`, take seconds and are not cached). Records are
+written atomically (temporary file, fsync, rename): a run killed at any point leaves either no result or a
+complete one, never a half-written file that a later run would read; leftover temporary files are never read
+and unreadable cache files count as misses. An interrupted grid therefore resumes where it stopped.
 
 Scoring: per-label thresholds are chosen on the validation split (max F1), then weighted and macro F1
 on the test split with percentile-bootstrap 95 % CIs (:func:`radpriv.evaluate.bootstrap_metric`).
@@ -11,9 +34,11 @@ on the test split with percentile-bootstrap 95 % CIs (:func:`radpriv.evaluate.bo
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,15 +58,130 @@ def _sha(*parts) -> str:
     return h.hexdigest()
 
 
-def encoder_fingerprint(path: str | Path) -> str:
-    """Hash of a checkpoint directory's files (names, sizes, and the bytes of the small ones)."""
-    path = Path(path)
+def _code_version(*modules: str) -> str:
+    """sha256 over the names and source bytes of files of this package (``dp/train.py`` …)."""
+    root = Path(__file__).resolve().parent.parent  # lib/radpriv
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+    for rel in modules:
+        h.update(rel.encode() + b"\x00" + hashlib.sha256((root / rel).read_bytes()).digest())
+    return h.hexdigest()
+
+
+#: Version of the code that trains and scores a run: the sha256 of the source of dp/train.py, dp/grid.py and
+#: dp/accounting.py, computed once at import. It is part of every cache key, so ANY edit to these files
+#: (a new default, a fixed bug, a different noise draw — or a comment) invalidates the cached runs instead of
+#: silently reusing results that the edited code might not reproduce. Over-invalidation costs a re-run;
+#: under-invalidation would put numbers in the report that the code no longer produces.
+TRAINING_CODE_VERSION = _code_version("dp/train.py", "dp/grid.py", "dp/accounting.py")
+#: the one scoring function outside those files that a cached record's numbers depend on (the F1 CIs)
+SCORING_CODE_VERSION = _sha(inspect.getsource(bootstrap_metric))
+#: libraries whose versions change the numbers of a run (kernels, LoRA init, noise calibration, bootstrap)
+_KEY_LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "peft", "opacus", "dp-accounting", "numpy",
+                  "scipy", "scikit-learn")
+_library_versions_cache: dict | None = None
+
+
+def library_versions() -> dict:
+    """Installed versions of the libraries in :data:`_KEY_LIBRARIES` (computed once per process)."""
+    global _library_versions_cache
+    if _library_versions_cache is None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        out = {}
+        for lib in _KEY_LIBRARIES:
+            try:
+                out[lib] = version(lib)
+            except PackageNotFoundError:
+                out[lib] = None
+        _library_versions_cache = out
+    return dict(_library_versions_cache)
+
+
+def _fingerprinted(f: Path) -> bool:
+    """Files of a checkpoint directory that are part of its fingerprint: all but hash sidecars (``*.sha256``,
+    their temporary ``*.sha256.tmp<pid>``), lock files and interrupted downloads (``*.partial``)."""
+    name = f.name
+    return not (name.endswith(".sha256") or ".sha256.tmp" in name or name.endswith(".lock")
+                or name.endswith(".partial"))
+
+
+def _checkpoint_files(path: Path) -> list[tuple[str, Path]]:
+    """(relative posix name, path) of every fingerprinted file under ``path``, sorted by name; symlinked
+    files and directories are followed (each real directory once, so a symlink loop cannot recurse)."""
+    out, seen = [], set()
+    for root, dirs, names in os.walk(path, followlinks=True):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        for name in names:
+            f = Path(root) / name
+            if f.is_file() and _fingerprinted(f):
+                out.append((f.relative_to(path).as_posix(), f))
+    return sorted(out)
+
+
+_fingerprint_cache: dict[tuple, str] = {}
+
+
+def encoder_fingerprint(path: str | Path) -> str:
+    """sha256 of a checkpoint directory: the sorted relative names of all its files (symlinks followed; see
+    :func:`_fingerprinted` for the few bookkeeping files left out), each with the sha256 of its bytes.
+
+    File hashes come from :func:`radpriv.llm.fetch.file_sha256` with its sidecar, which is trusted only while
+    the file's size and mtime are those it recorded (a byte written into a weights file changes its mtime, so
+    the file is re-hashed); the result is also cached in-process on (directory, names, sizes, mtimes). Like
+    the sidecar, this assumes nobody rewrites a file and then restores its old mtime."""
+    from radpriv.llm.fetch import file_sha256
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"encoder checkpoint {path} is not a directory")
+    files = _checkpoint_files(path)
+    stats = []
+    for rel, f in files:
         st = f.stat()
-        h.update(f"{f.relative_to(path)}:{st.st_size}".encode())
-        if st.st_size < (1 << 20):
-            h.update(f.read_bytes())
+        stats.append((rel, st.st_size, st.st_mtime_ns))
+    memo = (str(path.resolve()), tuple(stats))
+    if memo in _fingerprint_cache:
+        return _fingerprint_cache[memo]
+    h = hashlib.sha256(b"encoder-fingerprint-v2\x00")
+    for rel, f in files:
+        h.update(f"{rel}\x00{file_sha256(f, use_sidecar=True)}\n".encode())
+    fp = h.hexdigest()
+    _fingerprint_cache[memo] = fp
+    return fp
+
+
+def effective_device(name: str) -> str:
+    """The device a config's ``device`` really trains on (what :func:`radpriv.dp.train.resolve_device` picks),
+    with the GPU model for CUDA: part of the cache key, since CPU and GPU results differ."""
+    import torch
+
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return "cpu"
+        idx = torch.device(name).index
+        return f"cuda:{torch.cuda.get_device_name(idx if idx is not None else torch.cuda.current_device())}"
+    return name
+
+
+def state_digest(state: dict | None) -> str:
+    """sha256 of a state dict (names, dtypes, shapes and bytes of every tensor); "" for None."""
+    if state is None:
+        return ""
+    import torch
+
+    h = hashlib.sha256(b"state-v1\x00")
+    for name in sorted(state):
+        t = state[name]
+        if isinstance(t, torch.Tensor):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}\x00{t.dtype}\x00{tuple(t.shape)}\x00".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            h.update(f"{name}\x00{t!r}\x00".encode())
     return h.hexdigest()
 
 
@@ -66,7 +206,12 @@ class Split:
                    frame["report_id"].astype(str).tolist())
 
     def digest(self) -> str:
-        return _sha("\x1e".join(self.texts), np.ascontiguousarray(self.Y, dtype=np.int8).tobytes())
+        """sha256 of the texts (in order, JSON-encoded: unambiguous whatever they contain) and the labels (values
+        as float32, and shape): everything of a split that training and scoring read. ``ids`` are left out on purpose:
+        nothing reads them, so they cannot change a result (see the module docstring)."""
+        Y = np.asarray(self.Y)
+        return _sha("split-v2", json.dumps(list(self.texts)), Y.shape,
+                    np.ascontiguousarray(Y, dtype=np.float32).tobytes())
 
 
 def f1_scores(Y: np.ndarray, P: np.ndarray, th: np.ndarray, n_resamples: int = 1000, seed: int = 0) -> dict:
@@ -84,32 +229,124 @@ def f1_scores(Y: np.ndarray, P: np.ndarray, th: np.ndarray, n_resamples: int = 1
     return out
 
 
+def _config_dict(cfg: TrainConfig) -> dict:
+    """The config as the key and the record hold it: every field but the stamped radpriv ``version`` (the
+    code itself is keyed by :data:`TRAINING_CODE_VERSION`, which a version bump alone does not change)."""
+    cfgd = json.loads(cfg.to_json())
+    cfgd.pop("version", None)
+    return cfgd
+
+
+def _common_parts(cfg: TrainConfig, encoder_path: str) -> dict:
+    from radpriv.dp.train import _world_size
+
+    return {"config": _config_dict(cfg), "device": effective_device(cfg.device), "world_size": _world_size(),
+            "encoder": encoder_fingerprint(encoder_path), "training_code": TRAINING_CODE_VERSION,
+            "scoring_code": SCORING_CODE_VERSION, "libraries": library_versions()}
+
+
+def run_key_parts(cfg: TrainConfig, encoder_path: str, train_split: Split, val: Split, test: Split,
+                  init_key: str = "", n_resamples: int = 1000, init_state: dict | None = None) -> dict:
+    """Everything that determines the result of :func:`run_encoder` (the cache key hashes this dict).
+
+    The initial weights enter as ``init_key`` (the key of the public pre-training run that produced them);
+    when ``init_state`` is given without one, as a digest of the tensors themselves."""
+    if init_state is not None and not init_key:
+        init_key = "state:" + state_digest(init_state)
+    return {"kind": "encoder-run-v2", **_common_parts(cfg, encoder_path), "train": train_split.digest(),
+            "validation": val.digest(), "test": test.digest(), "init": init_key, "n_resamples": int(n_resamples)}
+
+
+def run_key(cfg: TrainConfig, encoder_path: str, train_split: Split, val: Split, test: Split,
+            init_key: str = "", n_resamples: int = 1000, init_state: dict | None = None) -> str:
+    """The cache key of one encoder run: sha256 of :func:`run_key_parts`."""
+    return _sha(json.dumps(run_key_parts(cfg, encoder_path, train_split, val, test, init_key, n_resamples,
+                                         init_state), sort_keys=True))
+
+
+def public_key_parts(cfg: TrainConfig, encoder_path: str, public: Split, val: Split) -> dict:
+    """Everything that determines :func:`public_pretrain`'s weights."""
+    return {"kind": "public-v2", **_common_parts(cfg, encoder_path), "public": public.digest(),
+            "validation": val.digest()}
+
+
+def public_key(cfg: TrainConfig, encoder_path: str, public: Split, val: Split) -> str:
+    """The cache key of a public pre-training run: sha256 of :func:`public_key_parts`."""
+    return _sha(json.dumps(public_key_parts(cfg, encoder_path, public, val), sort_keys=True))
+
+
+def _atomic_write(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, fsync, then rename over ``path``: a reader sees the
+    old state or the complete new file, never part of one. The temporary name is per process (two processes
+    computing the same run do not write into each other's file); one left by a killed process is never read
+    (readers open only the final name) and is removed by the next successful write of that key."""
+    tmp = path.with_name(f"{path.name}.{_tmp_tag(os.getpid())}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    for stale in path.parent.glob(f"{path.name}.*.tmp"):  # leftovers of killed writers of this key
+        pid, _, host = stale.name[len(path.name) + 1:-len(".tmp")].partition("@")
+        if host == _HOST and pid.isdigit() and not _pid_alive(int(pid)):  # (a shared cache: only our host's)
+            stale.unlink(missing_ok=True)
+
+
+_HOST = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname()) or "host"
+
+
+def _tmp_tag(pid: int) -> str:
+    """``<pid>@<host>``: the writer of a temporary cache file."""
+    return f"{pid}@{_HOST}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but not ours (EPERM)
+        return True
+    return True
+
+
+def _read_record(path: Path, key: str) -> dict | None:
+    """A cached record, or None when there is none or it is unreadable / not this key's (a miss: recomputed)."""
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) and rec.get("key") == key else None
+
+
 def run_encoder(cfg: TrainConfig, encoder_path: str, train_split: Split, val: Split, test: Split,
                 init_state: dict | None = None, init_key: str = "", n_resamples: int = 1000,
                 progress: bool = False, use_cache: bool = True) -> dict:
-    """Train (or load from cache) one encoder configuration and score it on ``test``."""
-    cfgd = json.loads(cfg.to_json())
-    cfgd.pop("version", None)
-    key = _sha("encoder-run-v1", json.dumps(cfgd, sort_keys=True), encoder_fingerprint(encoder_path),
-               train_split.digest(), val.digest(), test.digest(), init_key, n_resamples)
+    """Train (or load from cache) one encoder configuration and score it on ``test``; ``cache_hit`` says which."""
+    parts = run_key_parts(cfg, encoder_path, train_split, val, test, init_key, n_resamples, init_state)
+    key = _sha(json.dumps(parts, sort_keys=True))
     path = cache_dir() / f"{key}.json"
-    if use_cache and path.exists():
-        rec = json.loads(path.read_text())
-        rec["cache_hit"] = True
-        return rec
+    if use_cache:
+        rec = _read_record(path, key)
+        if rec is not None:
+            rec["cache_hit"] = True
+            return rec
     res = train(cfg, encoder_path, train_split.texts, train_split.Y, val.texts, val.Y, init_state=init_state,
                 progress=progress)
     pv, pt = predict_proba(res, val.texts), predict_proba(res, test.texts)
     th = tune_thresholds(val.Y, pv)
-    rec = {"key": key, "config": cfgd, "mode": cfg.mode, "epsilon": cfg.epsilon if cfg.private else math.inf,
+    rec = {"key": key, "key_parts": parts, "config": parts["config"], "mode": cfg.mode,
+           "epsilon": cfg.epsilon if cfg.private else math.inf,
            "seed": cfg.seed, "achieved_epsilon": res.epsilon, "accounting": res.accounting, "history": res.history,
            "train_seconds": res.seconds, "samples_per_second": res.samples_per_second, "n_train": res.n_train,
            "truncated": res.truncated, "thresholds": th.tolist(), "test_proba": pt.tolist(), "cache_hit": False,
            **f1_scores(test.Y, pt, th, n_resamples, cfg.seed)}
     if use_cache:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rec, default=float))
-        tmp.replace(path)  # atomic: an interrupted run never leaves a half-written result
+        text = json.dumps(rec, default=float)
+        _atomic_write(path, lambda tmp: tmp.write_text(text))
     return rec
 
 
@@ -120,19 +357,17 @@ def public_pretrain(cfg: TrainConfig, encoder_path: str, public: Split, val: Spl
 
     if cfg.private:
         raise ValueError("the public stage is non-private by definition; use mode 'full' or 'lora'")
-    cfgd = json.loads(cfg.to_json())
-    cfgd.pop("version", None)
-    key = _sha("public-v1", json.dumps(cfgd, sort_keys=True), encoder_fingerprint(encoder_path), public.digest(),
-               val.digest())
+    key = public_key(cfg, encoder_path, public, val)
     path = cache_dir() / f"public-{key}.pt"
     if use_cache and path.exists():
-        return torch.load(path, weights_only=True), key
+        try:
+            return torch.load(path, weights_only=True), key
+        except Exception:  # unreadable (e.g. truncated by a crash of the storage): recompute and overwrite
+            pass
     res = train(cfg, encoder_path, public.texts, public.Y, val.texts, val.Y, progress=progress)
     state = res.state_dict()
     if use_cache:
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        _atomic_write(path, lambda tmp: torch.save(state, tmp))
     return state, key
 
 
@@ -265,12 +500,12 @@ def public_corpus(schema, n: int = 300, seed: int = 1) -> Split:
 
 
 def teacher_labels(frame: pd.DataFrame, schema, model: str, mode: str = "scoring", progress: bool = True,
-                   policy: str = "exclusive") -> tuple[np.ndarray, dict]:
+                   policy: str = "exclusive", allow_hosts=()) -> tuple[np.ndarray, dict]:
     """0/1 training labels produced by a local LLM through the engine (cached); failed reports are
     labelled all-absent and counted, never dropped."""
     from radpriv.evaluate.scoring import fill_failures
     from radpriv.llm import engine
 
-    run = engine.label_frame(frame, schema, model, mode=mode, progress=progress)
+    run = engine.label_frame(frame, schema, model, mode=mode, progress=progress, allow_hosts=allow_hosts)
     pred = fill_failures(frame, run.answers, run.failures, schema)
     return binarize(pred, list(schema.ids), policy), dict(run.stats)

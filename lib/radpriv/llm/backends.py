@@ -23,6 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
+from radpriv.llm.decoding import DecodeTimeout, decode_enum_object, log_softmax, values_decodable
+
 # the exceptions live in radpriv.llm.errors (no import cycle with radpriv.llm.http); re-exported here
 from radpriv.llm.errors import BackendError, BackendTimeout, TransportError  # noqa: F401
 from radpriv.llm.http import JSONClient, refuse_url_credentials
@@ -134,9 +136,7 @@ def fold_system_turn(messages: list[dict]) -> list[dict]:
     return out
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x - np.max(x)
-    return x - np.log(np.exp(x).sum())
+_log_softmax = log_softmax  # (one implementation: radpriv.llm.decoding)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,81 +252,38 @@ class LlamaCppBackend(Backend):
     def generate_json(self, messages, json_schema, params, deadline=None) -> Generation:
         fields = enum_object_fields(json_schema)
         if (fields is not None and params.get("decoding", "jump-forward") == "jump-forward"
-                and all(self._values_decodable(v) for _, v in fields)):
+                and all(values_decodable([self._value_tokens(x) for x in v]) for _, v in fields)):
             return self._generate_enum_object(messages, fields, params, deadline)
         return self._generate_grammar(messages, json_schema, params, deadline)
 
     def _generate_enum_object(self, messages, fields, params, deadline=None) -> Generation:
         """Schema-enforced JSON for an object of enum-valued fields (every answer schema of the
-        engine), decoded with *jump-forward*: the tokens the schema fixes (braces, keys, quotes,
-        separators) are appended in one batched evaluation per field instead of one decode step
-        each; only where the schema leaves a choice is the model asked, restricted to the tokens
-        that continue an allowed value (greedy, or sampled at ``temperature`` > 0). The answer is
-        the compact ``json.dumps`` form the few-shot turns use. Equivalent to grammar-constrained
-        decoding with that formatting, at a fraction of the decode steps (≈ one per field)."""
+        engine), by jump-forward decoding (:func:`radpriv.llm.decoding.decode_enum_object`)."""
         tokens = self.tokenize(self.render(messages))
         answer_budget = sum(len(self.tokenize(json.dumps({k: max(v, key=len)}), special=False)) for k, v in fields)
         if len(tokens) + answer_budget + 8 > self.llm.n_ctx():
             raise BackendError(f"prompt of {len(tokens)} tokens + answer budget exceeds n_ctx={self.llm.n_ctx()}; "
                                "raise n_ctx or shorten the report")
-        temperature, top_k = float(params.get("temperature", 0.0)), int(params.get("top_k", 1))
-        rng = np.random.default_rng(int(params.get("seed", 0)))
         with self._lock:
             t0 = time.perf_counter()
             evaluated = self._eval_from(tokens)
             n_prompt = self.llm.n_tokens
-            answer: dict[str, str] = {}
-            pending: list[int] = []     # tokens fixed by the schema, not yet evaluated
-            n_answer = n_choices = 0
             try:
-                for i, (key, values) in enumerate(fields):
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise BackendTimeout(f"answered {i} of {len(fields)} fields before the timeout")
-                    pending += self.tokenize(('{' if i == 0 else '", ') + json.dumps(key) + ': "', special=False)
-                    cands = {v: self._value_tokens(v) for v in values}
-                    depth = 0
-                    while len(cands) > 1:   # the model chooses among the values still possible
-                        self.llm.eval(pending)
-                        n_answer += len(pending)
-                        pending = []
-                        allowed = sorted({t[depth] for t in cands.values()})
-                        pick = allowed[self._choose(self._last_logits()[allowed], temperature, top_k, rng)]
-                        n_choices += 1
-                        cands = {v: t for v, t in cands.items() if t[depth] == pick}
-                        pending.append(pick)
-                        depth += 1
-                    (value, vt), = cands.items()
-                    pending += vt[depth:]
-                    answer[key] = value
-                pending += self.tokenize('"}', special=False)
-                n_answer += len(pending)   # the closing tokens are part of the answer; not evaluated
+                ans = decode_enum_object(fields, lambda t: self.tokenize(t, special=False), self._value_tokens,
+                                         self.llm.eval, self._last_logits, params, deadline)
+            except DecodeTimeout as exc:
+                raise BackendTimeout(str(exc)) from None
             finally:
                 self.llm.n_tokens = n_prompt  # the next call reuses the prompt state, not this answer
             secs = time.perf_counter() - t0
-        text = json.dumps(answer)
-        return Generation(text=text, prompt_tokens=evaluated, prompt_tokens_total=len(tokens),
-                          completion_tokens=n_answer, seconds=secs, decode_steps=n_choices)
-
-    def _values_decodable(self, values: Sequence[str]) -> bool:
-        """No value's tokens are a prefix of another's (else the choice is not token by token)."""
-        toks = [tuple(self._value_tokens(v)) for v in values]
-        return all(a == b or a != b[:len(a)] for a in toks for b in toks) and len(set(toks)) == len(toks)
+        return Generation(text=ans.text, prompt_tokens=evaluated, prompt_tokens_total=len(tokens),
+                          completion_tokens=ans.answer_tokens, seconds=secs, decode_steps=ans.decode_steps)
 
     def _value_tokens(self, value: str) -> list[int]:
         key = ("value", value)
         if key not in self._option_tokens:
             self._option_tokens[key] = self.tokenize(value, special=False)
         return self._option_tokens[key]
-
-    @staticmethod
-    def _choose(logits: np.ndarray, temperature: float, top_k: int, rng) -> int:
-        if temperature <= 0 or top_k == 1 or len(logits) == 1:
-            return int(np.argmax(logits))
-        lp = _log_softmax(logits / temperature)
-        if top_k > 0:
-            lp[np.argsort(lp)[:-top_k]] = -np.inf
-        p = np.exp(lp - lp.max())
-        return int(rng.choice(len(p), p=p / p.sum()))
 
     def _generate_grammar(self, messages, json_schema, params, deadline=None) -> Generation:
         """Any other JSON schema: sampled token by token under a grammar compiled from the schema."""
