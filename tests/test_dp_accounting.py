@@ -46,8 +46,8 @@ def test_no_noise_is_infinite_epsilon():
 
 
 @settings(max_examples=12, deadline=None)
-@given(target=st.sampled_from([0.1, 0.5, 1.0, 3.0, 10.0]), n=st.integers(200, 5000),
-       batch=st.integers(8, 64), epochs=st.integers(1, 5))
+@given(target=st.sampled_from([0.1, 0.5, 1.0, 3.0, 10.0]), n=st.integers(200, 2000),
+       batch=st.integers(8, 64), epochs=st.integers(1, 3))  # up to 750 steps: the PRV cost grows with steps
 def test_achieved_epsilon_never_above_target(target, n, batch, epochs):
     q = batch / n
     steps = epochs * math.ceil(n / batch)

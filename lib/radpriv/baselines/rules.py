@@ -9,10 +9,10 @@ Your own rules: a YAML file anywhere on disk (name it in a manifest's ``rules:``
 ``rules`` parameter or ``radpriv label --model rules --rules FILE``), for example::
 
     # rules for my schema `my_cxr` (findings: effusion, pneumothorax)
-    exclude_sentences: [\bhistory of\b]     # optional: sentences to ignore
+    exclude_sentences: ['\\bhistory of\\b']   # optional: sentences to ignore
     findings:                              # finding id -> regular expressions (case-insensitive)
-      effusion: [effusions?, fluid in the (left|right)? ?pleural space]
-      pneumothorax: [pneumothorax, \bptx\b]
+      effusion: ['effusions?', 'fluid in the (left|right)? ?pleural space']   # quote ? [ ] { } :
+      pneumothorax: [pneumothorax, '\\bptx\\b']
 
 Negation ("no effusion"), uncertainty ("possible pneumothorax") and termination come from the shared
 ``context.yaml`` (or a ``context:`` key naming your own file). A schema without rules gets no rule

@@ -487,16 +487,23 @@ def prepare(ds, limit: int | None = None, policy: str = "exclusive") -> dict[str
     return out
 
 
-def public_corpus(schema, n: int = 300, seed: int = 1) -> Split:
+def public_corpus(schema, n: int = 300, seed: int = 1, labelled: bool = True) -> Split:
     """A PUBLIC corpus for the public-then-private option and the DP TF-IDF vocabulary: an independent synthetic
-    draw (seed 1, not the embedded corpora's seed 0; no canaries) of the same schema, all splits pooled."""
+    draw (seed 1, not the embedded corpora's seed 0; no canaries) of the same schema, all splits pooled.
+
+    A schema no generator writes (a user's own) has no labelled public corpus; with ``labelled=False`` (the
+    TF-IDF vocabulary needs text only) the texts are an even draw from every synthetic corpus, labels all 0."""
     from radpriv.data.synthetic import CORPORA, generate
 
     corpus = next((c for c, spec in CORPORA.items() if spec["schema"] == schema.name), None)
-    if corpus is None:
+    if corpus is not None:
+        return Split.from_frame(generate(corpus, n=n, seed=seed, canaries=False), list(schema.ids))
+    if labelled:
         raise ValueError(f"no synthetic generator writes schema {schema.name!r} (available: "
                          f"{sorted({s['schema'] for s in CORPORA.values()})}); set public_then_private: false")
-    return Split.from_frame(generate(corpus, n=n, seed=seed, canaries=False), list(schema.ids))
+    per = max(1, n // len(CORPORA))
+    texts = [t for c in CORPORA for t in generate(c, n=per, seed=seed, canaries=False)["text"].astype(str)]
+    return Split(texts, np.zeros((len(texts), len(schema.ids)), dtype=np.int8), [])
 
 
 def teacher_labels(frame: pd.DataFrame, schema, model: str, mode: str = "scoring", progress: bool = True,

@@ -142,7 +142,39 @@ _log_softmax = log_softmax  # (one implementation: radpriv.llm.decoding)
 # ---------------------------------------------------------------------------------------------
 # llama.cpp in process
 # ---------------------------------------------------------------------------------------------
-class LlamaCppBackend(Backend):
+class ChatTemplateMixin:
+    """Rendering a chat with the model's own template, for the in-process backends (which define
+    ``_render_raw(messages, add_generation_prompt)`` and ``spec``)."""
+
+    #: the template refuses a system turn or needs strict user/assistant alternation: fold the
+    #: instructions into the first user turn and merge consecutive user turns (decided on first render)
+    fold_system: bool | None = None
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        """The prompt text of a chat. A template that refuses the system turn (or requires strict
+        alternation) gets the instructions folded into the first user turn (:func:`fold_system_turn`)."""
+        if self.fold_system is None:
+            try:
+                out = self._render_raw(messages, add_generation_prompt)
+                self.fold_system = False
+                return out
+            except Exception as first:
+                try:
+                    out = self._render_raw(fold_system_turn(messages), add_generation_prompt)
+                except Exception:
+                    raise ModelLoadError(f"model {self.spec.name!r}: its chat template fails on this conversation "
+                                         f"({type(first).__name__}: {first}); register the model again with a "
+                                         "working chat format (--chat-format for GGUF files)") from None
+                self.fold_system = True
+                return out
+        return self._render_raw(fold_system_turn(messages) if self.fold_system else messages, add_generation_prompt)
+
+    def check_messages(self, messages: list[dict]) -> None:
+        """Render a conversation once before the first report: a failing template is a model fault."""
+        self.render(messages)
+
+
+class LlamaCppBackend(ChatTemplateMixin, Backend):
     name = "llamacpp"
 
     def __init__(self, spec: ModelSpec, n_ctx: int | None = None, n_threads: int | None = None,
@@ -186,9 +218,7 @@ class LlamaCppBackend(Backend):
             self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
             self._formatter_open = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
                                                        add_generation_prompt=False)
-        #: the template refuses a system turn or needs strict user/assistant alternation: fold the
-        #: instructions into the first user turn and merge consecutive user turns (decided on first render)
-        self.fold_system: bool | None = None
+        self.fold_system = None
         self._lock = threading.Lock()  # one llama context: calls are serialised
         self._grammars: dict[str, object] = {}
         self._option_tokens: dict[tuple, list[int]] = {}
@@ -199,29 +229,6 @@ class LlamaCppBackend(Backend):
             return self._format(messages=messages).prompt
         fmt = self._formatter if add_generation_prompt else self._formatter_open
         return fmt(messages=messages).prompt
-
-    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        """The prompt text of a chat. A template that refuses the system turn (or requires strict
-        alternation) gets the instructions folded into the first user turn (:func:`fold_system_turn`)."""
-        if self.fold_system is None:
-            try:
-                out = self._render_raw(messages, add_generation_prompt)
-                self.fold_system = False
-                return out
-            except Exception as first:
-                try:
-                    out = self._render_raw(fold_system_turn(messages), add_generation_prompt)
-                except Exception:
-                    raise ModelLoadError(f"model {self.spec.name!r}: its chat template fails on this conversation "
-                                         f"({type(first).__name__}: {first}); register the model again with a "
-                                         "working --chat-format") from None
-                self.fold_system = True
-                return out
-        return self._render_raw(fold_system_turn(messages) if self.fold_system else messages, add_generation_prompt)
-
-    def check_messages(self, messages: list[dict]) -> None:
-        """Render a conversation once before the first report: a failing template is a model fault."""
-        self.render(messages)
 
     def tokenize(self, text: str, special: bool = True) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from radpriv.llm import prompts
 from radpriv.llm.backends import Backend, BackendError, BackendTimeout, get_backend
 from radpriv.llm.cache import AnswerCache
-from radpriv.llm.netguard import NetworkPolicyError, check_endpoint, guard
+from radpriv.llm.netguard import NetworkPolicyError, check_endpoint, guard, policy_error_in
 from radpriv.llm.registry import ModelLoadError, ModelSpec, RegistryError, model_path, resolve_model
 from radpriv.schemas import Schema, State, load_schema
 
@@ -182,17 +182,6 @@ def _model_fault(spec: ModelSpec, exc: BaseException) -> ModelLoadError:
                           "--chat-format; nothing was labelled")
 
 
-def _policy_error(exc: BaseException) -> NetworkPolicyError | None:
-    """A network-policy refusal anywhere in an exception's chain (HTTP clients wrap socket errors)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, NetworkPolicyError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
 def label_frame(frame: pd.DataFrame, schema: Schema | str, model: str | ModelSpec, mode: str = "template",
                 cache: AnswerCache | bool | None = None, timeout: float = 120.0, retries: int = 2,
                 concurrency: int = 1, allow_hosts: Sequence[str] = (), few_shot=None, params: dict | None = None,
@@ -290,7 +279,7 @@ def _label_frame(frame, schema, model, mode, cache, timeout, retries, concurrenc
         except BackendTimeout as exc:
             return rid, None, {"reason": "timeout", "detail": str(exc)}, False
         except BackendError as exc:
-            policy = _policy_error(exc)
+            policy = policy_error_in(exc)
             if policy is not None:
                 raise policy from exc
             reason = "too_long" if "exceeds n_ctx" in str(exc) else getattr(exc, "reason", "backend_error")

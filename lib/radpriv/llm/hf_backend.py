@@ -16,13 +16,13 @@ from typing import Sequence
 
 import numpy as np
 
-from radpriv.llm.backends import (Backend, BackendError, BackendTimeout, Generation, Scores, enum_object_fields,
-                                  fold_system_turn, register_backend)
+from radpriv.llm.backends import (Backend, BackendError, BackendTimeout, ChatTemplateMixin, Generation, Scores,
+                                  enum_object_fields, register_backend)
 from radpriv.llm.decoding import DecodeTimeout, decode_enum_object, log_softmax, values_decodable
 from radpriv.llm.registry import ModelLoadError, ModelSpec, model_path
 
 
-class TransformersBackend(Backend):
+class TransformersBackend(ChatTemplateMixin, Backend):
     name = "transformers"
 
     def __init__(self, spec: ModelSpec, device: str = "auto", n_ctx: int | None = None, **opts):
@@ -47,7 +47,7 @@ class TransformersBackend(Backend):
             raise ModelLoadError(f"model {spec.name!r}: {path} has no chat template (tokenizer_config.json "
                                  "`chat_template`); use an instruction-tuned checkpoint")
         self.n_ctx = int(n_ctx or spec.n_ctx or getattr(self.lm.config, "max_position_embeddings", 4096) or 4096)
-        self.fold_system: bool | None = None
+        self.fold_system = None
         self._lock = threading.Lock()
         self._ids: list[int] = []     # tokens whose keys/values are in the cache
         self._cache = None
@@ -57,25 +57,6 @@ class TransformersBackend(Backend):
     # ---- prompts --------------------------------------------------------------------------
     def _render_raw(self, messages, add_generation_prompt: bool) -> str:
         return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-
-    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        if self.fold_system is None:
-            try:
-                out = self._render_raw(messages, add_generation_prompt)
-                self.fold_system = False
-                return out
-            except Exception as first:
-                try:
-                    out = self._render_raw(fold_system_turn(messages), add_generation_prompt)
-                except Exception:
-                    raise ModelLoadError(f"model {self.spec.name!r}: its chat template fails on this conversation "
-                                         f"({type(first).__name__}: {first})") from None
-                self.fold_system = True
-                return out
-        return self._render_raw(fold_system_turn(messages) if self.fold_system else messages, add_generation_prompt)
-
-    def check_messages(self, messages: list[dict]) -> None:
-        self.render(messages)
 
     def tokenize(self, text: str, special: bool = True) -> list[int]:
         # the rendered template already holds the special tokens as text: never add another BOS

@@ -40,7 +40,7 @@ import httpcore
 import httpx
 
 from radpriv.llm.errors import BackendTimeout, TransportError
-from radpriv.llm.netguard import NetworkPolicyError, check_endpoint
+from radpriv.llm.netguard import NetworkPolicyError, check_endpoint, policy_error_in
 
 #: largest reply body read (bytes, after content decoding); a larger one is a bad reply
 MAX_REPLY_BYTES = 32 * 1024 * 1024
@@ -143,15 +143,7 @@ def _transport(proxy: str | None) -> httpx.HTTPTransport:
 # --------------------------------------------------------------------------------------------- faults
 
 
-def _policy_error(exc: BaseException) -> NetworkPolicyError | None:
-    """A NetworkPolicyError in ``exc``'s chain (httpcore maps any OSError from connect to ConnectError)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, NetworkPolicyError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
+_policy_error = policy_error_in
 
 
 def _os_errno(exc: BaseException) -> int | None:

@@ -51,6 +51,17 @@ class NetworkPolicyError(PermissionError):
     """A connection to a host that is neither loopback nor opted in by name."""
 
 
+def policy_error_in(exc: BaseException | None) -> "NetworkPolicyError | None":
+    """A :class:`NetworkPolicyError` anywhere in an exception's chain (HTTP clients wrap socket errors)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, NetworkPolicyError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 class EndpointError(ValueError):
     """A server URL that is malformed or carries credentials."""
 
