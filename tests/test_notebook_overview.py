@@ -14,6 +14,6 @@ def test_overview_notebook_renders_report(tmp_path):
         assert needle in html, needle
     assert "from radpriv" not in html  # reader's report has no code cells
     assert html.count("data:image/png") >= 2  # the length and confusion figures are embedded
-    assert "rule_baseline(" in (tmp_path / "code" / "00_data_overview.html").read_text()
+    assert "rule_baseline" in (tmp_path / "code" / "00_data_overview.html").read_text()
     assert json.loads((tmp_path / "00_data_overview.run.json").read_text())["profile"] == "smoke"
     assert "00_data_overview.html" in (tmp_path / "index.html").read_text()

@@ -78,6 +78,8 @@ def test_readme_worked_example_runs_verbatim(tmp_path):
     reports = tmp_path / "out" / "reports"
     s1 = (reports / "01_cmr_llm_benchmark.html").read_text()
     assert "my_primary_reports" in s1 and "no rules for this schema" in s1 and "smollm2-135m" in s1
+    assert "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53" in s1  # the GGUF's sha256
+    assert "on (loopback only)" in s1 and "data:image/png" in s1
     s2 = (reports / "02_label_extraction.html").read_text()
     assert "my_findings_reports" in s2 and "Downstream experiment skipped" in s2
     s3 = (reports / "03_dp_lora.html").read_text()

@@ -501,7 +501,7 @@ def public_corpus(schema, n: int = 300, seed: int = 1, labelled: bool = True) ->
     if labelled:
         raise ValueError(f"no synthetic generator writes schema {schema.name!r} (available: "
                          f"{sorted({s['schema'] for s in CORPORA.values()})}); set public_then_private: false")
-    per = max(1, n // len(CORPORA))
+    per = max(10, n // len(CORPORA))  # (a generator needs at least 10 reports for its splits)
     texts = [t for c in CORPORA for t in generate(c, n=per, seed=seed, canaries=False)["text"].astype(str)]
     return Split(texts, np.zeros((len(texts), len(schema.ids)), dtype=np.int8), [])
 
