@@ -137,6 +137,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    import sys
+
+    backends = sys.modules.get("radpriv.llm.backends")
+    if backends is not None:  # close llama.cpp models before interpreter shutdown (no noise at exit)
+        backends.unload_all()
     _, ok = privacy_report()
     if not ok:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
