@@ -96,6 +96,17 @@ class Backend(ABC):
     def count_tokens(self, text: str) -> int:  # pragma: no cover - overridden where possible
         return len(text.split())
 
+    def check_messages(self, messages: list[dict]) -> None:
+        """Raise before the first report if this conversation cannot be sent (in-process: the template)."""
+
+    def served_model_digest(self) -> str | None:
+        """A digest of the served model where a server reports one (cache key); None for local files."""
+        return None
+
+    def supports_logprobs(self) -> bool:
+        """Whether scoring mode can read next-token log-probabilities from this backend."""
+        return True
+
     def close(self) -> None:
         pass
 

@@ -120,16 +120,15 @@ def prefill_questions(backend: Backend | str) -> bool:
 
 def _answer_scoring(backend: Backend, schema: Schema, msgs: list[dict], deadline: float) -> dict:
     opts = prompts.options(schema)
+    asked = scoring_prompts(schema, backend.name)  # the same questions / prefixes the cache key holds
+    if "answer_prefixes" in asked:
+        sc = backend.score_continuations(msgs, asked["answer_prefixes"], opts, deadline=deadline)
+    else:
+        sc = backend.score_options(msgs, asked["questions"], opts, deadline=deadline)
     if schema.task == "single":
-        sc = backend.score_options(msgs, [prompts.question(schema)], opts, deadline=deadline)
         probs = {cat: math.exp(sc.logprobs[0][letter]) for cat, letter in zip(schema.ids, opts)}
         labels = {"label": max(probs, key=probs.get)}
         p = {f"p__{c}": v for c, v in probs.items()}
-    elif prefill_questions(backend):
-        sc = backend.score_continuations(msgs, [prompts.answer_prefix(schema, f) for f in schema.ids], opts,
-                                         deadline=deadline)
-    else:
-        sc = backend.score_options(msgs, [prompts.question(schema, f) for f in schema.ids], opts, deadline=deadline)
     if schema.task != "single":
         states, p = {}, {}
         for fid, lp in zip(schema.ids, sc.logprobs):
@@ -231,10 +230,8 @@ def _label_frame(frame, schema, model, mode, cache, timeout, retries, concurrenc
     items = list(zip(rows["report_id"].astype(str), rows["text"].astype(str)))
     digest, fallback = None, None
     if spec.kind == "openai" and items:
-        digest_of = getattr(get_b(), "served_model_digest", None)
-        digest = digest_of() if callable(digest_of) else None
-        probe = getattr(get_b(), "supports_logprobs", None)
-        if mode == "scoring" and callable(probe) and not probe():
+        digest = get_b().served_model_digest()
+        if mode == "scoring" and not get_b().supports_logprobs():
             fallback = (f"{spec.name}: the server returns no log-probabilities, so scoring mode fell back to "
                         "template mode (the model writes the JSON answer)")
             log.warning(fallback)
@@ -243,17 +240,15 @@ def _label_frame(frame, schema, model, mode, cache, timeout, retries, concurrenc
     messages = {rid: build_messages(schema, mode, text, few_shot) for rid, text in items}
     keys = {rid: answer_key(spec, backend_name, schema, mode, messages[rid], params, digest)
             for rid, _ in items} if use_cache else {}
-    todo = [rid for rid, _ in items if not (use_cache and keys[rid] in cache)]
+    cached = {rid: cache.get(k) for rid, k in keys.items()} if use_cache else {}  # one look-up per report
+    todo = [rid for rid, _ in items if cached.get(rid) is None]
     if todo:  # the model must load and its chat template must render before the first report is labelled
-        b = get_b()
-        check = getattr(b, "check_messages", None)
-        if callable(check):
-            try:
-                check(messages[todo[0]])
-            except (RegistryError, ModelLoadError):
-                raise
-            except Exception as exc:
-                raise _model_fault(spec, exc) from exc
+        try:
+            get_b().check_messages(messages[todo[0]])
+        except (RegistryError, ModelLoadError):
+            raise
+        except Exception as exc:
+            raise _model_fault(spec, exc) from exc
     answers: dict[str, dict] = {}
     failures: list[dict] = []
     hits = 0
@@ -263,10 +258,8 @@ def _label_frame(frame, schema, model, mode, cache, timeout, retries, concurrenc
         rid, _text = item
         msgs = messages[rid]
         key = keys.get(rid)
-        if use_cache:
-            got = cache.get(key)
-            if got is not None:
-                return rid, got, None, True
+        if cached.get(rid) is not None:
+            return rid, cached[rid], None, True
         deadline = time.monotonic() + timeout
         try:
             b = get_b()
