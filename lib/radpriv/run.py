@@ -346,10 +346,59 @@ def ensure_kernel(name: str = KERNEL_NAME) -> Path:
         return Path(ksm.install_kernel_spec(tmp, name, prefix=sys.prefix, replace=True))
 
 
+RESULTS_ENV = "RADPRIV_RESULTS_DIR"
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types from pandas/numpy values (frames as lists of row dicts; NaN as null)."""
+    import math
+
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(value, pd.DataFrame):
+        return [_jsonable(r) for r in value.to_dict(orient="records")]
+    if isinstance(value, pd.Series):
+        return _jsonable(value.to_dict())
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def save_results(stem: str, results: Mapping[str, Any]) -> Path:
+    """Write a notebook's key results *and the inputs they were computed from* (reference labels, each
+    system's answers, ...) as ``<out>/_results/<stem>.json``, so a test or a reader can recompute a headline
+    figure independently. The runner names the folder (``RADPRIV_RESULTS_DIR``); run interactively the
+    results go to ``reports/_results``."""
+    out = Path(os.environ.get(RESULTS_ENV) or paths.REPORTS / "_results") / f"{stem}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(_jsonable(dict(results)), indent=1, allow_nan=False), encoding="utf-8")
+    return out
+
+
+def load_results(stem: str, out_dir: str | Path | None = None) -> dict:
+    """The results a notebook saved with :func:`save_results` in its last run into ``out_dir``."""
+    path = Path(out_dir or paths.REPORTS) / "_results" / f"{stem}.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 @contextlib.contextmanager
-def _kernel_env(allow_hosts) -> Iterator[None]:
-    """Environment the kernel inherits: the notebook's opted-in hosts, no progress bars in the report."""
-    saved = {k: os.environ.get(k) for k in ("RADPRIV_ALLOW_HOSTS", "TQDM_DISABLE")}
+def _kernel_env(allow_hosts, results_dir: Path | None = None) -> Iterator[None]:
+    """Environment the kernel inherits: the notebook's opted-in hosts, where it saves its results (see
+    :func:`save_results`), no progress bars in the report."""
+    saved = {k: os.environ.get(k) for k in ("RADPRIV_ALLOW_HOSTS", "TQDM_DISABLE", RESULTS_ENV)}
+    if results_dir is not None:
+        os.environ[RESULTS_ENV] = str(results_dir)
     hosts = [h for h in os.environ.get("RADPRIV_ALLOW_HOSTS", "").replace(",", " ").split()]
     hosts += [str(h) for h in (allow_hosts or ())]
     if hosts:
@@ -386,7 +435,7 @@ def execute(stem: str, profile: str = "default", params_file: str | Path | None 
         ensure_kernel(kernel_name)
     allow = params.get("allow_hosts") or ()
     try:
-        with _kernel_env([allow] if isinstance(allow, str) else allow):
+        with _kernel_env([allow] if isinstance(allow, str) else allow, out_dir / "_results"):
             pm.execute_notebook(str(nb_in), str(executed), parameters=params, kernel_name=kernel_name,
                                 language="python", cwd=str(paths.NOTEBOOKS), progress_bar=False,
                                 log_output=False)
