@@ -138,7 +138,7 @@ def test_single_label_metrics_match_numpy_and_mcnemar_matches_binomtest(capsys, 
         running = max(running, min(1.0, (3 - rank) * pairs.p.iloc[i]))
         adj[i] = running
     assert pairs.p_holm.to_numpy() == pytest.approx(adj)
-    assert "class set: all 3 categories of schema lesion3" in stdout and "Holm-corrected over all 3 pairs" in stdout
+    assert "class set: the 3 of 3 categories of schema lesion3" in stdout and "Holm-corrected over all 3 pairs" in stdout
 
 
 def test_many_discordant_pairs_use_chi_square_with_continuity_correction(capsys, tmp_path):
@@ -190,7 +190,8 @@ def test_multi_label_metrics_follow_the_binarisation_policy(capsys, tmp_path, po
         np.average([p[2] for p in per], weights=T.sum(axis=0)))
     assert metric(metrics, "pred", "all", "exact_match")["value"] == pytest.approx(np.mean((T == P).all(axis=1)))
     assert f"binarisation policy: {policy}" in stdout
-    assert f"macro = mean over the {int(keep.sum())} findings with a positive reference report" in stdout
+    assert f"class set: the {int(keep.sum())} of 3 findings of schema" in stdout
+    assert ("left out (no reference report): fracture" in stdout) == (policy == "exclusive")
     assert f"{int((~test).sum())} answers for reports outside split test not scored" in stdout
 
 
@@ -243,7 +244,7 @@ def test_label_with_rules_then_evaluate_against_a_perturbed_copy(capsys, tmp_pat
     assert acc["rules"] - acc["worse"] == pytest.approx(8 / 60)
     page = (ev / "evaluation.html").read_text()
     assert page.count("<table>") == 4  # systems, rules, worse, pairs
-    for text in ("class set: all 7 categories of schema cmr", "percentile bootstrap 95 % CI", "McNemar",
+    for text in ("class set: the 7 of 7 categories of schema cmr", "percentile bootstrap 95 % CI", "McNemar",
                  "<h2>rules</h2>", "<h2>worse</h2>", "dilated_cardiomyopathy", "binarisation policy"):
         assert text in page
     assert "<script" not in page and "src=" not in page and "href=" not in page and "http" not in page

@@ -121,19 +121,18 @@ def _brute_macro_cases(Y, sa, sb):
 
 def test_delong_golden_values_by_hand():
     from radpriv import evaluate
-    from radpriv.downstream.compare import macro_delong_cases
 
     # y = 1,1,0,0; scores .9,.4,.5,.1: AUC 3/4; V10 = (1, .5), V01 = (.5, 1): var = .125/2 + .125/2 = .125
     y, s = np.array([1, 1, 0, 0]), np.array([0.9, 0.4, 0.5, 0.1])
     r = evaluate.delong_auc_ci(y, s)
     assert r["auc"] == pytest.approx(0.75) and r["se"] == pytest.approx(np.sqrt(0.125))
-    c = macro_delong_cases(y[:, None], s[:, None])
-    assert c["estimate"] == pytest.approx(0.75) and c["se"] == pytest.approx(np.sqrt(0.125))
+    c = evaluate.macro_auc_delong(y[:, None], s[:, None]).set_index("label").loc["macro"]
+    assert c["auc"] == pytest.approx(0.75) and c["se"] == pytest.approx(np.sqrt(0.125))
+    assert c["ci_high"] == 1.0  # 0.75 + 1.96 * 0.354 > 1: clipped to [0, 1]
 
 
 def test_delong_paired_test_against_brute_force():
     from radpriv import evaluate
-    from radpriv.downstream.compare import macro_delong_cases
 
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 120)
@@ -142,15 +141,41 @@ def test_delong_paired_test_against_brute_force():
     diff, z = _brute_paired_delong(y, sa, sb)
     t = evaluate.delong_roc_test(y, sa, sb)
     assert t["difference"] == pytest.approx(diff) and t["z"] == pytest.approx(z, rel=1e-9)
-    c = macro_delong_cases(y[:, None], sa[:, None], sb[:, None])  # one finding: exactly the paired DeLong test
+    c = evaluate.macro_auc_delong_test(y[:, None], sa[:, None], sb[:, None])  # one finding: exactly the paired DeLong test
     assert c["estimate"] == pytest.approx(diff) and c["z"] == pytest.approx(z, rel=1e-9)
     assert c["p"] == pytest.approx(t["pvalue"], rel=1e-9)
+
+
+def test_macro_auc_ci_is_case_level_and_clipped():
+    """One macro DeLong for every caller (evaluate.macro_auc_delong): its SE is the case-level one (brute force
+    from psi; a constant scorer b has zero influence, so (a - b) reduces to a alone), not the independent-findings
+    SE the old table used, and a near-perfect scorer's CI stays inside [0, 1]."""
+    from radpriv import evaluate
+
+    rng = np.random.default_rng(11)
+    n = 200
+    kids = (rng.random((n, 2)) < 0.3).astype(int)
+    Y = np.column_stack([kids.max(1), kids])
+    S = Y + rng.normal(0, 1, (n, 1)) + rng.normal(0, 0.4, (n, 3))  # a per-case error shared by the findings
+    est, se = _brute_macro_cases(Y, S, np.zeros_like(S))
+    t = evaluate.macro_auc_delong(Y, S, ["any", "left", "right"]).set_index("label")
+    assert t.loc["macro", "auc"] == pytest.approx(est + 0.5)
+    assert t.loc["macro", "se"] == pytest.approx(se, rel=1e-9)
+    indep = np.sqrt(np.sum(t.loc[["any", "left", "right"], "se"] ** 2)) / 3
+    assert t.loc["macro", "se"] > 1.1 * indep  # the old formula understated it on correlated findings
+    near = evaluate.macro_auc_delong(Y[:40], Y[:40] + rng.normal(0, 0.05, (40, 3)))
+    assert near.ci_high.max() <= 1.0 and near.ci_low.min() >= 0.0
+    few = Y.copy()
+    few[:, 2] = 0
+    few[0, 2] = 1  # one positive only: left out of the macro mean, and said so
+    t2 = evaluate.macro_auc_delong(few, S, ["any", "left", "right"])
+    assert list(t2.label) == ["any", "left", "macro"] and "right" in t2.attrs["excluded"]
 
 
 def test_macro_delong_keeps_correlation_between_findings():
     """Correlated findings (a parent = OR of two children): the case-level macro SE matches brute force, is
     close to the bootstrap SD, and is larger than the SE that assumes independent findings."""
-    from radpriv.downstream.compare import macro_delong_cases
+    from radpriv import evaluate
 
     rng = np.random.default_rng(5)
     n = 300
@@ -160,7 +185,7 @@ def test_macro_delong_keeps_correlation_between_findings():
     sa = Y + rng.normal(0, 1, (n, 1)) + rng.normal(0, 0.5, (n, 3))
     sb = 0.7 * Y + rng.normal(0, 1, (n, 1)) + rng.normal(0, 0.5, (n, 3))
     est, se = _brute_macro_cases(Y, sa, sb)
-    c = macro_delong_cases(Y, sa, sb)
+    c = evaluate.macro_auc_delong_test(Y, sa, sb)
     assert c["estimate"] == pytest.approx(est) and c["se"] == pytest.approx(se, rel=1e-9)
     assert c["estimate"] == pytest.approx(np.mean([roc_auc_score(Y[:, k], sa[:, k]) - roc_auc_score(Y[:, k], sb[:, k])
                                                    for k in range(3)]))

@@ -18,6 +18,35 @@ def test_single_label_hand_computed():
     assert t.loc["accuracy", "ci_low"] <= 0.75 <= t.loc["accuracy", "ci_high"]
 
 
+def test_single_label_macro_averages_share_one_class_set():
+    """A schema category absent from the reference (and a prediction into it): macro precision, recall and F1
+    all average over the same categories (those in the reference), as sklearn does with one labels= list; the
+    old code averaged precision/recall over all 7 schema categories and F1 over the present ones only."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from radpriv.evaluate.scoring import class_set, class_set_note
+
+    schema = load_schema("cmr")
+    yt = ["normal", "normal", "ischemic", "ischemic", "myocarditis", "normal"]
+    yp = ["normal", "ischemic", "ischemic", "other", "myocarditis", "normal"]  # "other" is not in the reference
+    truth = pd.DataFrame({"report_id": list("abcdef"), "label": yt})
+    pred = pd.DataFrame({"report_id": list("abcdef"), "label": yp})
+    keep, left = class_set(truth, schema)
+    assert keep == [c for c in schema.ids if c in {"normal", "ischemic", "myocarditis"}] and len(left) == 4
+    t = score_labels(truth, pred, schema, n_resamples=0).set_index("metric")["value"]
+    # by hand: normal P 2/2 R 2/3; ischemic P 1/2 R 1/2; myocarditis P 1 R 1
+    P, R = [1, 0.5, 1], [2 / 3, 0.5, 1]
+    F = [2 * p * r / (p + r) for p, r in zip(P, R)]
+    assert t["macro_precision"] == pytest.approx(sum(P) / 3, abs=1e-4)
+    assert t["macro_recall"] == pytest.approx(sum(R) / 3, abs=1e-4)
+    assert t["macro_f1"] == pytest.approx(sum(F) / 3, abs=1e-4)
+    p, r, f, s = precision_recall_fscore_support(yt, yp, labels=keep, zero_division=0)
+    assert t["weighted_f1"] == pytest.approx((f * s).sum() / s.sum(), abs=1e-4)
+    note = class_set_note(truth, schema)
+    assert note.startswith("class set: the 3 of 7 categories of schema cmr that occur in the reference")
+    assert "left out (no reference report): " + ", ".join(left) in note
+
+
 def test_multilabel_policies_and_state_accuracy():
     schema = load_schema("chexpert14")
     base = {f: "not_mentioned" for f in schema.ids}

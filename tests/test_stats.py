@@ -7,7 +7,7 @@ from scipy import stats as sps
 from sklearn.metrics import roc_auc_score
 
 from radpriv.evaluate import (cochrans_q, delong_auc_ci, delong_roc_test, empirical_epsilon_lower_bound, holm,
-                              macro_auc_delong, mcnemar_test, pairwise_vs_best, trend_test)
+                              macro_auc_delong, mcnemar_test, pairwise_mcnemar, trend_test)
 
 
 def test_mcnemar_exact_hand_computed():
@@ -34,11 +34,25 @@ def test_holm_known_values():
     assert np.allclose(holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
 
 
-def test_pairwise_vs_best_marks_the_best_and_corrects():
+def test_pairwise_mcnemar_fixed_comparator_or_all_pairs():
+    """A comparator named in advance, or all pairs; never "against the best" (chosen on the same reports). The
+    p-values are recomputed here with scipy's binomial test and Holm by hand."""
     c = pd.DataFrame({"good": [1] * 18 + [0] * 2, "bad": [0] * 12 + [1] * 8, "mid": [1] * 14 + [0] * 6}).astype(bool)
-    t = pairwise_vs_best(c)
-    assert set(t.system) == {"bad", "mid"} and (t.vs == "good").all()
-    assert (t.p_holm >= t.p).all()
+    t = pairwise_mcnemar(c, comparator="mid")
+    assert list(zip(t.system_a, t.system_b)) == [("mid", "good"), ("mid", "bad")]
+    assert "fixed in advance" in t.attrs["design"]
+    # mid vs good: only mid right 0, only good right 4; mid vs bad: only mid right 12, only bad right 6 (exact)
+    assert t.only_a_right.tolist() == [0, 12] and t.only_b_right.tolist() == [4, 6]
+    p = [sps.binomtest(0, 4, 0.5).pvalue, sps.binomtest(12, 18, 0.5).pvalue]
+    assert t.p.tolist() == pytest.approx(p)
+    order = np.argsort(p)
+    adj = np.maximum.accumulate([min(1, (len(p) - i) * p[j]) for i, j in enumerate(order)])
+    assert t.p_holm.to_numpy()[order] == pytest.approx(adj)
+    every = pairwise_mcnemar(c)
+    assert len(every) == 3 and "all 3 pairs" in every.attrs["design"]
+    assert set(zip(every.system_a, every.system_b)) == {("good", "bad"), ("good", "mid"), ("bad", "mid")}
+    with pytest.raises(ValueError, match="comparator 'reader' is not among"):
+        pairwise_mcnemar(c, comparator="reader")
 
 
 def _structural_components_delong(y, s):

@@ -8,9 +8,10 @@ the ground truth under a stated policy; for your data: your reference standard).
 
 Statistics: per-finding AUC with DeLong CIs (:mod:`radpriv.evaluate`); macro AUC with a DeLong CI and a
 paired DeLong test between label sets whose variance keeps the correlation between findings (structural
-components summed per case over findings, :func:`macro_delong_cases`; parents and sub-findings are read from
-the same cases), beside the per-finding DeLong tests (Holm-adjusted) and a paired bootstrap CI of the macro
-difference as a model-free check. Per-finding thresholds are chosen on the validation split against the
+components summed per case over findings, :func:`radpriv.evaluate.macro_auc_delong` and
+:func:`radpriv.evaluate.macro_auc_delong_test`; parents and sub-findings are read from the same cases),
+beside the per-finding DeLong tests (Holm-adjusted) and a paired bootstrap CI of the macro difference as a
+model-free check. Per-finding thresholds are chosen on the validation split against the
 training label set (Youden's J; the reference is never used for model selection), then sensitivity and
 specificity are reported on the test split with Wilson 95 % intervals.
 
@@ -27,16 +28,14 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 from sklearn.metrics import roc_curve
 from statsmodels.stats.proportion import proportion_confint
 
 from radpriv import evaluate
-from radpriv.evaluate.stats import _delong_components  # DeLong covariance of paired AUCs (one implementation)
 from radpriv.downstream.labels import evaluable_findings
 
 __all__ = ["Trainer", "LabelSetRun", "Comparison", "compare_label_sets", "choose_thresholds", "threshold_metrics",
-           "macro_delong_cases", "image_trainer", "text_trainer"]
+           "image_trainer", "text_trainer"]
 
 #: fit on (train rows, validation rows) with labels Y [n, K]; return (validation proba, test proba, info)
 Trainer = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, dict]]
@@ -123,17 +122,14 @@ class Comparison:
         return pd.DataFrame(rows)
 
     def macro_auc(self) -> pd.DataFrame:
-        """Macro AUC (mean over the compared findings) per label set with a DeLong 95 % CI that keeps the
-        correlation between findings (:func:`macro_delong_cases`); ``ci_*_indep`` treat findings as
-        independent (:func:`radpriv.evaluate.macro_auc_delong`), for comparison."""
+        """Macro AUC (mean over the compared findings) per label set with the case-level DeLong 95 % CI
+        (:func:`radpriv.evaluate.macro_auc_delong`: correlation between findings kept, clipped to [0, 1])."""
         rows = []
         for name, run in self.runs.items():
             res = evaluate.macro_auc_delong(self.y_test, run.proba_test, label_names=self.findings)
             macro = res[res["label"] == "macro"].iloc[0]
-            cases = macro_delong_cases(self.y_test, run.proba_test)
-            rows.append({"label_set": name, "macro_auc": float(macro["auc"]), "ci_low": cases["ci_low"],
-                         "ci_high": cases["ci_high"], "ci_low_indep": float(macro["ci_low"]),
-                         "ci_high_indep": float(macro["ci_high"]), "n_findings": len(self.findings),
+            rows.append({"label_set": name, "macro_auc": float(macro["auc"]), "ci_low": float(macro["ci_low"]),
+                         "ci_high": float(macro["ci_high"]), "n_findings": len(res) - 1,
                          "n_test": len(self.y_test), "reference": self.reference_name})
         return pd.DataFrame(rows)
 
@@ -142,43 +138,32 @@ class Comparison:
         """Paired comparisons between label sets on the same test cases.
 
         Returns ``(macro, per_finding)``. Per finding: DeLong test (:func:`radpriv.evaluate.delong_roc_test`),
-        Holm-adjusted over findings. Macro AUC difference: ``p_delong`` is the DeLong test of the paired
-        difference with case-level structural components summed over findings (:func:`macro_delong_cases`;
-        findings share cases, so a parent and its sub-findings are correlated); ``p_delong_indep`` sums the
-        per-finding DeLong variances as if findings were independent; a paired bootstrap 95 % CI of the
-        difference over test cases (``n_resamples``) is the model-free check.
+        Holm-adjusted over findings. Macro AUC difference: ``p_delong`` is the case-level DeLong test of the
+        paired difference (:func:`radpriv.evaluate.macro_auc_delong_test`; findings share cases, so a parent
+        and its sub-findings are correlated); a paired bootstrap 95 % CI of the difference over test cases
+        (``n_resamples``) is the model-free check.
         """
         pairs = list(pairs) if pairs is not None else list(itertools.combinations(self.runs, 2))
         macro_rows, rows = [], []
         for a, b in pairs:
             pa, pb = self.runs[a].proba_test, self.runs[b].proba_test
-            diffs, variances, ps, first = [], [], [], len(rows)
+            ps, first = [], len(rows)
             for k, f in enumerate(self.findings):
-                y = self.y_test[:, k]
-                t = evaluate.delong_roc_test(y, pa[:, k], pb[:, k])
-                _, cov = _delong_components(y, np.vstack([pa[:, k], pb[:, k]]))
-                diffs.append(t["difference"])
-                variances.append(float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]))
+                t = evaluate.delong_roc_test(self.y_test[:, k], pa[:, k], pb[:, k])
                 ps.append(t["pvalue"])
                 rows.append({"a": a, "b": b, "finding": f, "auc_a": t["auc_a"], "auc_b": t["auc_b"],
                              "difference": t["difference"], "z": t["z"], "p": t["pvalue"]})
             for r, q in zip(rows[first:], evaluate.holm(ps)):
                 r["p_holm"] = float(q)
-            k = len(diffs)
-            diff = float(np.mean(diffs))
-            se = float(np.sqrt(np.sum(variances)) / k)
-            z = diff / se if se > 0 else 0.0
-            cases = macro_delong_cases(self.y_test, pa, pb)
+            cases = evaluate.macro_auc_delong_test(self.y_test, pa, pb)
             boot = _paired_bootstrap_macro_diff(self.y_test, pa, pb, n_resamples, seed)
             macro_rows.append({
                 "a": a, "b": b, "macro_auc_a": float(np.mean([r["auc_a"] for r in rows[first:]])),
-                "macro_auc_b": float(np.mean([r["auc_b"] for r in rows[first:]])), "difference": diff,
+                "macro_auc_b": float(np.mean([r["auc_b"] for r in rows[first:]])), "difference": cases["estimate"],
                 "delong_se": cases["se"], "ci_low": cases["ci_low"], "ci_high": cases["ci_high"],
-                "z": cases["z"], "p_delong": cases["p"],
-                "p_delong_indep": float(2 * norm.sf(abs(z))) if se > 0 else 1.0,
-                "boot_ci_low": boot[1], "boot_ci_high": boot[2],
+                "z": cases["z"], "p_delong": cases["p"], "boot_ci_low": boot[1], "boot_ci_high": boot[2],
                 "findings_p_holm_below_0.05": int(sum(r["p_holm"] < 0.05 for r in rows[first:])),
-                "n_findings": k, "n_test": len(self.y_test), "reference": self.reference_name})
+                "n_findings": len(self.findings), "n_test": len(self.y_test), "reference": self.reference_name})
         return pd.DataFrame(macro_rows), pd.DataFrame(rows)
 
     def threshold_table(self) -> pd.DataFrame:
@@ -238,54 +223,6 @@ class Comparison:
                      f"(reference: {self.reference_name})", fontsize=10)
         fig.tight_layout()
         return fig
-
-
-def _placements(y: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray]:
-    """AUC and each case's DeLong structural component (V10 for positives, V01 for negatives), by midranks."""
-    from scipy.stats import rankdata
-
-    pos, neg = y == 1, y == 0
-    m, n = int(pos.sum()), int(neg.sum())
-    r_all = rankdata(s)
-    v = np.empty(len(y))
-    v[pos] = (r_all[pos] - rankdata(s[pos])) / n          # share of negatives below each positive
-    v[neg] = 1.0 - (r_all[neg] - rankdata(s[neg])) / m    # share of positives above each negative
-    return float(v[pos].mean()), v
-
-
-def macro_delong_cases(Y: np.ndarray, pa: np.ndarray, pb: np.ndarray | None = None) -> dict:
-    """DeLong inference for a macro AUC (or a paired macro-AUC difference) that keeps the correlation between
-    findings: each case's DeLong structural components are summed over findings before the variance is taken.
-
-    For finding k with m_k positives and n_k negatives, case i contributes the influence term
-    ``(V10_ik - A_k) / m_k`` (positive) or ``(V01_ik - A_k) / n_k`` (negative), scaled by
-    ``sqrt(m_k / (m_k - 1))`` or ``sqrt(n_k / (n_k - 1))`` so that a single finding gives exactly the DeLong
-    variance ``s10^2 / m + s01^2 / n``. The macro estimate's variance is the sum over cases of the squared
-    mean (over findings) of these terms, so parent findings and their sub-findings, read from the same
-    cases, are not treated as independent. With ``pb``: the paired difference macro(a) - macro(b).
-    """
-    Y = np.asarray(Y, int)
-    K = Y.shape[1]
-    phi = np.zeros(len(Y))
-    est = 0.0
-    for k in range(K):
-        y = Y[:, k]
-        m, n = int(y.sum()), int(len(y) - y.sum())
-        if m < 2 or n < 2:
-            raise ValueError(f"finding column {k}: needs >= 2 positives and >= 2 negatives (has {m} / {n})")
-        w = np.where(y == 1, np.sqrt(m / (m - 1)) / m, np.sqrt(n / (n - 1)) / n)
-        auc_a, va = _placements(y, np.asarray(pa)[:, k])
-        term, a = w * (va - auc_a), auc_a
-        if pb is not None:
-            auc_b, vb = _placements(y, np.asarray(pb)[:, k])
-            term, a = term - w * (vb - auc_b), auc_a - auc_b
-        phi += term / K
-        est += a / K
-    se = float(np.sqrt(np.sum(phi ** 2)))
-    z = est / se if se > 0 else 0.0
-    zc = norm.ppf(0.975)
-    return {"estimate": float(est), "se": se, "ci_low": float(est - zc * se), "ci_high": float(est + zc * se),
-            "z": float(z), "p": float(2 * norm.sf(abs(z))) if se > 0 else 1.0}
 
 
 def _paired_bootstrap_macro_diff(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, n_resamples: int, seed: int

@@ -11,8 +11,9 @@
 What is computed (and stated in every output, see :func:`method_notes`):
 
 - single-label: per category precision / recall / F1 and support (scikit-learn
-  ``precision_recall_fscore_support`` with ``labels=`` every category of the schema, one fixed class
-  set), accuracy, macro and weighted P/R/F1 (sklearn's definitions, over that class set);
+  ``precision_recall_fscore_support`` with ``labels=`` every category of the schema), accuracy, macro and
+  weighted P/R/F1 over one class set (:func:`radpriv.evaluate.class_set`: the categories that occur in the
+  reference, fixed before resampling; the same set the notebooks use);
 - multi-label: per finding P/R/F1 of the positive class after binarisation
   (:func:`radpriv.evaluate.binarize`: present positive; uncertain positive under ``inclusive``,
   negative under ``exclusive``), macro over the findings with a positive reference report, weighted by
@@ -43,7 +44,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from radpriv import paths
 from radpriv.data.manifest import Dataset, _read_csv
-from radpriv.evaluate.scoring import binarize, bootstrap_metric, fill_failures
+from radpriv.evaluate.scoring import binarize, bootstrap_metric, class_set, class_set_note, fill_failures
 from radpriv.evaluate.stats import holm, mcnemar_test
 from radpriv.schemas import State, UNCERTAINTY_POLICIES
 
@@ -259,7 +260,7 @@ def _system_metrics(ref: pd.DataFrame, pred: pd.DataFrame, ds: Dataset, policy: 
         labels = list(schema.ids)
         yt, yp = ref["label"].to_numpy(object), pred["label"].to_numpy(object)
         support = np.array([int((yt == c).sum()) for c in labels])
-        keep = np.ones(len(labels), bool)  # the fixed class set: every category of the schema
+        keep = np.isin(labels, class_set(ref, schema)[0])  # the class set: categories occurring in the reference
 
         correct = yt == yp
 
@@ -268,7 +269,7 @@ def _system_metrics(ref: pd.DataFrame, pred: pd.DataFrame, ds: Dataset, policy: 
             out = {"accuracy": float(correct[i].mean())}  # = sklearn accuracy_score, without its per-call overhead
             for m, x in zip(names, (p, r, f)):
                 out.update({(c, m): x[j] for j, c in enumerate(labels)})
-                out[("macro", m)] = float(np.mean(x))
+                out[("macro", m)] = float(np.mean(x[keep]))
                 out[("weighted", m)] = _weighted(x, s)
             return out
 
@@ -277,7 +278,7 @@ def _system_metrics(ref: pd.DataFrame, pred: pd.DataFrame, ds: Dataset, policy: 
         labels = list(schema.ids)
         Yt, Yp = binarize(ref, labels, policy), binarize(pred, labels, policy)
         support = Yt.sum(axis=0)
-        keep = support > 0  # macro over the findings present in the reference (under this policy)
+        keep = np.isin(labels, class_set(ref, schema, policy)[0])  # findings with a positive reference report
         correct = (Yt == Yp).all(axis=1)  # exact match: every finding right
 
         def compute(i):
@@ -361,20 +362,11 @@ def method_notes(ds: Dataset, split: str, policy: str, n_resamples: int, seed: i
     task = "single-label" if schema.task == "single" else "multi-label"
     lines = [f"reference: {ds.name} (schema {schema.name}, {task}), split {split}: {len(ref)} reports; "
              f"dataset sha256 {ds.sha256}"]
+    lines.append(class_set_note(ref, schema, policy))
     if schema.task == "single":
-        lines.append(f"class set: all {len(schema.ids)} categories of schema {schema.name}, fixed (sklearn labels=): "
-                     f"{', '.join(schema.ids)}; macro = unweighted mean over all of them (a category without "
-                     "reference reports and never predicted counts as 0), weighted = mean weighted by reference "
-                     "support")
         lines.append("binarisation policy: not applicable (single-label)")
     else:
-        positives = binarize(ref, schema.ids, policy).sum(axis=0)
-        present = [f for f, k in zip(schema.ids, positives) if k > 0]
-        absent = [f for f in schema.ids if f not in present]
-        lines.append(f"class set: the {len(schema.ids)} findings of schema {schema.name}, each scored on its positive "
-                     f"class; macro = mean over the {len(present)} findings with a positive reference report"
-                     + (f" (excluded: {', '.join(absent)})" if absent else "") +
-                     ", weighted = mean weighted by positive reference support; exact_match = every finding right")
+        lines.append("each finding is scored on its positive class; exact_match = every finding right")
         lines.append(f"binarisation policy: {policy}: present = positive, uncertain = "
                      f"{'positive' if policy == 'inclusive' else 'negative'}, absent / not_mentioned = negative")
     lines.append(f"intervals: percentile bootstrap 95 % CI over reports ({n_resamples} resamples, seed {seed})"

@@ -43,28 +43,55 @@ def binarize(frame: pd.DataFrame, ids: list[str], policy: str = "exclusive") -> 
     return np.array([[to_binary(v, policy) for v in frame[c]] for c in ids], dtype=int).T
 
 
+def class_set(truth: pd.DataFrame, schema: Schema, policy: str = "exclusive") -> tuple[list[str], list[str]]:
+    """The classes macro averages run over, fixed on the whole reference before any resampling, and the ones
+    left out: single-label, the schema's categories that occur in the reference; multi-label, the findings
+    with at least one positive reference report under ``policy``. A class without reference reports has no
+    recall, so it is left out of every macro average (precision, recall and F1 alike) and named."""
+    ids = list(schema.ids)
+    if schema.task == "single":
+        present = set(truth["label"])
+        keep = [c for c in ids if c in present]
+    else:
+        pos = binarize(truth, ids, policy).sum(axis=0)
+        keep = [c for c, k in zip(ids, pos) if k > 0]
+    return keep, [c for c in ids if c not in keep]
+
+
+def class_set_note(truth: pd.DataFrame, schema: Schema, policy: str = "exclusive") -> str:
+    """One sentence stating the class set of :func:`class_set` (every report that shows macro figures says it)."""
+    keep, left = class_set(truth, schema, policy)
+    what = "categories" if schema.task == "single" else "findings"
+    occur = "that occur in the reference" if schema.task == "single" else f"with a positive reference report ({policy})"
+    return (f"class set: the {len(keep)} of {len(schema.ids)} {what} of schema {schema.name} {occur}, fixed before "
+            f"resampling; macro = unweighted mean over them, weighted = weighted by reference support"
+            + (f"; left out (no reference report): {', '.join(left)}" if left else ""))
+
+
 def score_labels(truth: pd.DataFrame, pred: pd.DataFrame, schema: Schema, n_resamples: int = 1000, seed: int = 0,
                  policy: str = "exclusive") -> pd.DataFrame:
-    """Metrics with bootstrap CIs. Single-label: accuracy and macro/weighted P/R/F1 over categories.
-    Multi-label: macro/weighted/micro F1 of positive (= present, or present+uncertain when
-    ``policy='inclusive'``) over findings occurring in the reference, and label-level state accuracy."""
+    """Metrics with bootstrap CIs. Single-label: accuracy and macro P/R/F1 and weighted F1, every average over
+    one class set (:func:`class_set`: the categories occurring in the reference). Multi-label: macro/weighted/
+    micro F1 of positive (= present, or present+uncertain when ``policy='inclusive'``), macro over the
+    findings with a positive reference report, and label-level state accuracy. Undefined values within a
+    resample (a class never predicted) count as 0 (``zero_division=0``)."""
+    labels, _ = class_set(truth, schema, policy)
     if schema.task == "single":
         t, p = _aligned(truth, pred, ["label"])
         yt, yp = t["label"].to_numpy(), p["label"].to_numpy()
-        labels = list(schema.ids)
         metrics = {
             "accuracy": lambda i: accuracy_score(yt[i], yp[i]),
             "macro_precision": lambda i: precision_score(yt[i], yp[i], labels=labels, average="macro", zero_division=0),
             "macro_recall": lambda i: recall_score(yt[i], yp[i], labels=labels, average="macro", zero_division=0),
-            "macro_f1": lambda i: f1_score(yt[i], yp[i], labels=sorted(set(yt)), average="macro", zero_division=0),
-            "weighted_f1": lambda i: f1_score(yt[i], yp[i], average="weighted", zero_division=0),
+            "macro_f1": lambda i: f1_score(yt[i], yp[i], labels=labels, average="macro", zero_division=0),
+            "weighted_f1": lambda i: f1_score(yt[i], yp[i], labels=labels, average="weighted", zero_division=0),
         }
         n = len(yt)
     else:
         ids = list(schema.ids)
         t, p = _aligned(truth, pred, ids)
         yt, yp = binarize(t, ids, policy), binarize(p, ids, policy)
-        keep = yt.sum(axis=0) > 0
+        keep = np.isin(ids, labels)
         st, sp = t[ids].to_numpy(), p[ids].to_numpy()
         metrics = {
             "macro_f1": lambda i: f1_score(yt[i], yp[i], average=None, zero_division=0)[keep].mean(),
