@@ -83,6 +83,9 @@ def test_mcnemar_against_the_rule_baseline_and_overall():
     assert set(s.region) == {"elbow", "thumb", "overall"} and (s["unanswered reports"] == 0).all()
     with pytest.raises(ValueError, match="reference system 'human'"):
         ex.mcnemar_vs(long, "human")
+    every = ex.mcnemar_vs(long, None)  # no comparator fixed in advance: every pair of systems
+    assert set(zip(every.system, every.vs)) == {("llm", "rule baseline")} and len(every) == 3
+    assert every.p.tolist() == pytest.approx(t.p.tolist())
 
 
 def test_rule_baseline_on_the_synthetic_corpus_scores_high():

@@ -6,7 +6,9 @@ the notebook runs in tests/test_worked_example.py (Study 1 on a user's own data)
 import json
 import re
 
+import numpy as np
 import pytest
+from scipy.stats import binomtest, chi2
 
 from radpriv import run
 from radpriv.llm.registry import register_model
@@ -36,3 +38,40 @@ def test_study1_smoke(tmp_path, llama_server, proxy_recorder):
         assert m and int(m.group(1)) == int(m.group(2)) + int(m.group(3)) == 14, name
     served = re.search(r"smol-served\s+14\s+(\d+)", text)
     assert served and int(served.group(1)) >= 12  # the server answered (not 14 recorded transport failures)
+
+    check_study1_numbers(run.load_results("01_cmr_llm_benchmark", tmp_path))
+
+
+def check_study1_numbers(res: dict) -> None:
+    """The headline table and the McNemar tests, recomputed from the saved reference and answers with
+    confusion counts written out here (no radpriv, no sklearn)."""
+    ref = {r["report_id"]: r["label"] for r in res["reference"]}
+    classes = sorted(set(ref.values()))
+    assert sorted(res["class_set"]) == classes  # macro over the categories that occur in the reference
+    table = {r["system"]: r for r in res["table"]}
+    right = {}
+    for name, rows in res["predictions"].items():
+        pred = {r["report_id"]: r["label"] for r in rows}
+        assert pred.keys() == ref.keys()
+        ids = list(ref)
+        tp = {c: sum(ref[i] == c and pred[i] == c for i in ids) for c in classes}
+        fp = {c: sum(ref[i] != c and pred[i] == c for i in ids) for c in classes}
+        fn = {c: sum(ref[i] == c and pred[i] != c for i in ids) for c in classes}
+        f1 = [2 * tp[c] / (2 * tp[c] + fp[c] + fn[c]) if tp[c] + fp[c] + fn[c] else 0.0 for c in classes]
+        prec = [tp[c] / (tp[c] + fp[c]) if tp[c] + fp[c] else 0.0 for c in classes]
+        acc = sum(ref[i] == pred[i] for i in ids) / len(ids)
+        assert table[name]["accuracy"] == pytest.approx(acc, abs=1e-4), name
+        assert table[name]["macro_f1"] == pytest.approx(np.mean(f1), abs=1e-4), name
+        assert table[name]["macro_precision"] == pytest.approx(np.mean(prec), abs=1e-4), name
+        assert table[name]["macro_f1_low"] <= table[name]["macro_f1"] + 1e-9 <= table[name]["macro_f1_high"] + 2e-9
+        right[name] = np.array([ref[i] == pred[i] for i in ids])
+    pairs = res["pairs"]
+    assert res["comparator"] == "rule baseline" and all(p["system_a"] == "rule baseline" for p in pairs)
+    assert len(pairs) == len(res["predictions"]) - 1
+    for p in pairs:
+        a, b = right[p["system_a"]], right[p["system_b"]]
+        n10, n01 = int(np.sum(a & ~b)), int(np.sum(~a & b))
+        assert (p["only_a_right"], p["only_b_right"]) == (n10, n01)
+        expect = (binomtest(n10, n10 + n01, 0.5).pvalue if n10 + n01 < 25
+                  else chi2.sf((abs(n10 - n01) - 1) ** 2 / (n10 + n01), 1))
+        assert p["p"] == pytest.approx(expect if n10 + n01 else 1.0)

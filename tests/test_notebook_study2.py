@@ -3,7 +3,10 @@
 import json
 import re
 
+import numpy as np
+import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from radpriv import run
 
@@ -33,3 +36,38 @@ def test_study2_smoke(tmp_path):
     # the image and text experiments both produced a macro AUC per label set
     assert len(re.findall(r"synthetic images, small CNN", text)) >= 4
     assert "report text, MiniLM + logistic heads" in text
+    check_study2_numbers(run.load_results("02_label_extraction", tmp_path))
+
+
+def check_study2_numbers(res: dict) -> None:
+    """Label accuracy recomputed from the reference states in the dataset files (mapped here: present ->
+    true, uncertain -> uncertain, absent / not mentioned -> false) and each system's answers; macro AUC of the
+    image experiment recomputed with sklearn from the saved test labels and probabilities."""
+    from radpriv.data import load_dataset
+
+    long = pd.DataFrame(res["labels_long"])
+    to_template = {"present": "true", "uncertain": "uncertain", "absent": "false", "not_mentioned": "false"}
+    for region in long.region.unique():
+        ds = load_dataset(f"synthetic_{region}")
+        frame = ds.frame.set_index("report_id")
+        leaves = {f for f in ds.schema.ids if not ds.schema.children(f)}  # parents may be raised by children
+        sub = long[(long.region == region) & long.finding.isin(leaves)]
+        ref = [to_template[frame.loc[r, f]] for r, f in zip(sub.report_id, sub.finding)]
+        assert ref == sub.truth.tolist(), region
+    acc = pd.DataFrame(res["label_accuracy"])
+    for (system, region), g in long.groupby(["system", "region"]):
+        row = acc[(acc.system == system) & (acc.region == region)].iloc[0]
+        assert row.label_accuracy == pytest.approx(np.mean(g.truth.to_numpy() == g.pred.to_numpy()))
+        assert row.n_labels == len(g)
+    for system, g in long.groupby("system"):
+        row = acc[(acc.system == system) & (acc.region == "overall")].iloc[0]
+        assert row.label_accuracy == pytest.approx(np.mean(g.truth.to_numpy() == g.pred.to_numpy()))
+    down = res["downstream"]
+    y = np.array(down["y_test"])
+    aucs = pd.DataFrame(down["macro_auc"])
+    img = aucs[aucs.experiment == aucs.experiment.iloc[0]].set_index("label_set")
+    for name, proba in down["proba_test"].items():
+        p = np.array(proba)
+        macro = np.mean([roc_auc_score(y[:, k], p[:, k]) for k in range(y.shape[1])])
+        assert img.loc[name, "macro_auc"] == pytest.approx(macro)
+        assert 0.0 <= img.loc[name, "ci_low"] <= macro <= img.loc[name, "ci_high"] <= 1.0

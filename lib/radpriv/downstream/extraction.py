@@ -23,6 +23,8 @@ on that table:
 
 from __future__ import annotations
 
+import itertools
+
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -190,16 +192,20 @@ def state_prf(long: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def mcnemar_vs(long: pd.DataFrame, reference: str, overall_only: bool = False) -> pd.DataFrame:
-    """Label-level McNemar test of each system against ``reference`` per region and overall, Holm-adjusted
+def mcnemar_vs(long: pd.DataFrame, reference: str | None, overall_only: bool = False) -> pd.DataFrame:
+    """Label-level McNemar test of each system against ``reference`` (a system fixed in advance, e.g. the rule
+    baseline), or of every pair of systems when ``reference`` is None, per region and overall; Holm-adjusted
     over all rows. Labels of one report are not independent: read p-values as indicative."""
-    if reference not in set(long["system"]):
-        raise ValueError(f"reference system {reference!r} is not in the table (systems: {sorted(set(long.system))})")
+    systems = list(dict.fromkeys(long["system"]))
+    if reference is not None and reference not in systems:
+        raise ValueError(f"reference system {reference!r} is not in the table (systems: {sorted(systems)})")
+    pairs = ([(s, reference) for s in systems if s != reference] if reference is not None
+             else list(itertools.combinations(systems, 2)))
     key = ["region", "report_id", "finding"]
-    ref = long[long["system"] == reference].set_index(key)["correct"]
     rows = []
-    for system, g in long[long["system"] != reference].groupby("system", sort=False):
-        mine = g.set_index(key)["correct"]
+    for system, vs in pairs:
+        mine = long[long["system"] == system].set_index(key)["correct"]
+        ref = long[long["system"] == vs].set_index(key)["correct"]
         both = pd.concat([mine.rename("a"), ref.rename("b")], axis=1, join="inner")
         regions = [] if overall_only else list(both.index.get_level_values("region").unique())
         for region in [*regions, "overall"]:
@@ -207,7 +213,7 @@ def mcnemar_vs(long: pd.DataFrame, reference: str, overall_only: bool = False) -
             if region == "overall" and len(regions) == 1:
                 continue
             t = evaluate.mcnemar_test(sub["a"].to_numpy(), sub["b"].to_numpy())
-            rows.append({"system": system, "vs": reference, "region": region, "accuracy": sub["a"].mean(),
+            rows.append({"system": system, "vs": vs, "region": region, "accuracy": sub["a"].mean(),
                          "accuracy_vs": sub["b"].mean(), "only_system_right": t["b"], "only_vs_right": t["c"],
                          "statistic": t["statistic"], "p": t["pvalue"], "exact": t["exact"], "n_labels": len(sub)})
     out = pd.DataFrame(rows)

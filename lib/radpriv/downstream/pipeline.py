@@ -145,8 +145,10 @@ def summary_table(comparisons: Mapping[str, Comparison], pairs: Sequence[tuple[s
     return pd.concat(aucs, ignore_index=True), pd.concat(tests, ignore_index=True)
 
 
-def macro_auc_figure(aucs: pd.DataFrame, published: float | None = None):
-    """Macro AUC with its 95 % CI per experiment (rows) and label set (colours); ``published`` as a dashed line."""
+def macro_auc_figure(aucs: pd.DataFrame, published: Sequence[Mapping] | None = None):
+    """Macro AUC with its 95 % CI per experiment (rows) and label set (colours); the published downstream rows
+    (``papers.published("label_extraction")["downstream"]``: region, labels, macro_auc) as dashed lines, one per
+    distinct value, labelled with the label policies that reached it."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -160,8 +162,11 @@ def macro_auc_figure(aucs: pd.DataFrame, published: float | None = None):
         y = np.arange(len(exps)) + (j - (len(sets) - 1) / 2) * h
         ax.errorbar(sub["macro_auc"], y, xerr=[sub["macro_auc"] - sub["ci_low"], sub["ci_high"] - sub["macro_auc"]],
                     fmt="o", color=palette[name], capsize=2, label=name)
-    if published is not None:
-        ax.axvline(published, ls="--", c="grey", lw=0.8, label=f"published elbow macro AUC {published:.2f}")
+    by_value: dict[float, list[str]] = {}
+    for row in published or ():
+        by_value.setdefault(float(row["macro_auc"]), []).append(f"{row['region']} {row['labels']}")
+    for value, who in by_value.items():
+        ax.axvline(value, ls="--", c="grey", lw=0.8, label=f"published {', '.join(who)}: {value:.2f}")
     ax.axvline(0.5, ls=":", c="lightgrey", lw=0.8)
     ax.set_yticks(np.arange(len(exps)), exps, fontsize=8)
     ax.invert_yaxis()
