@@ -1,9 +1,14 @@
 """Rule-based (NegEx / ConText-style) labeler: the non-LLM comparator in every study.
 
 Rules are data: ``rules/context.yaml`` holds the shared triggers (pseudo, uncertainty, negation,
-termination) and their precedence; ``rules/<schema>.yaml`` holds mention patterns per finding (and,
-for the single-label CMR schema, weighted evidence per category). Add a schema's rules by adding a
-YAML file; no code changes.
+clause-opening negation, termination) and their precedence; ``rules/<schema>.yaml`` holds mention
+patterns per finding (and, for the single-label CMR schema, weighted evidence per category: a hedged
+match counts half, a negated one nothing). Add a schema's rules by adding a YAML file; no code changes.
+
+The bundled rules were written from the synthetic generator's *development* phrase bank, a radiologist's
+vocabulary and real public reports (CT-RATE for ``ctrate18``), never from its *held-out* bank -- the bank
+the embedded corpora's validation and test reports are written from (:mod:`radpriv.data.synthetic`), so
+rule-baseline scores there measure generalisation to unseen wording.
 
 Your own rules: a YAML file anywhere on disk (name it in a manifest's ``rules:`` key, a notebook's
 ``rules`` parameter or ``radpriv label --model rules --rules FILE``), for example::
@@ -35,6 +40,9 @@ from radpriv.schemas import STATE_PRECEDENCE, Schema, State, load_schema
 
 _SENT_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 _TOKEN = re.compile(r"\S+")
+
+
+_EVIDENCE_FACTOR = {State.PRESENT: 1.0, State.UNCERTAIN: 0.5, State.ABSENT: 0.0, State.NOT_MENTIONED: 0.0}
 
 
 class RuleError(ValueError):
@@ -72,6 +80,10 @@ def _context(rules_dir: str, name: str = "context.yaml") -> dict:
         if key not in doc:
             raise RuleError(f"{path}: missing key {key!r}")
         out[key] = _compile(doc[key], f"{path}: key {key!r}")
+    # optional: triggers that negate the whole clause they open ("No A, B or C was detected ...")
+    clause = doc.get("clause_negation")
+    out["clause_negation"] = (re.compile(r"^[\W_]*(?:" + _compile(clause, f"{path}: key 'clause_negation'").pattern + ")",
+                                         re.IGNORECASE) if clause else None)
     return out
 
 
@@ -133,6 +145,7 @@ class RuleLabeler:
         term_after = self.ctx["termination"].search(after)
         if term_after:
             after = after[: term_after.start()]
+        clause = self.ctx["clause_negation"].match(before) if self.ctx.get("clause_negation") else None
         w = self.ctx["window"]
         before = " ".join(_TOKEN.findall(before)[-w:])
         after = " ".join(_TOKEN.findall(after)[:w])
@@ -145,9 +158,9 @@ class RuleLabeler:
         if m:
             return State.UNCERTAIN, m.group(0)
         # 3. negation
-        m = self.ctx["negation_pre"].search(before) or self.ctx["negation_post"].search(after)
+        m = self.ctx["negation_pre"].search(before) or self.ctx["negation_post"].search(after) or clause
         if m:
-            return State.ABSENT, m.group(0)
+            return State.ABSENT, m.group(0).strip()
         return State.PRESENT, ""
 
     def _sentences(self, text: str) -> list[str]:
@@ -204,8 +217,11 @@ class RuleLabeler:
         self.default = doc.get("default", self.schema.ids[0])
         self.numeric = list(doc.get("numeric") or [])
 
-    _NUM = {"lvef": re.compile(r"LVEF\s*(\d+)", re.I), "wall": re.compile(r"wall thickness\s*(\d+)", re.I),
-            "t1": re.compile(r"native T1\s*(\d+)", re.I)}
+    # measurements read by the numeric rules (the first match in the report; common spellings of each)
+    _NUM = {"lvef": re.compile(r"(?:LVEF|LV[ -]?EF|\bLV\b[^.]{0,80}?ejection fraction|left ventricular ejection fraction)"
+                               r"\s*(?:of|was|is|=|:)?\s*(\d+)", re.I),
+            "wall": re.compile(r"wall thickness\s*(?:of|was|is|=|:|up to)?\s*(\d+)", re.I),
+            "t1": re.compile(r"native (?:myocardial )?T1(?: values?)?\s*(?:of|was|is|=|:)?\s*(\d+)", re.I)}
 
     def scores(self, text: str) -> dict[str, float]:
         score = {c: 0.0 for c in self.schema.ids}
@@ -213,8 +229,8 @@ class RuleLabeler:
             for cat, items in self.evidence.items():
                 for pat, w in items:
                     m = pat.search(sent)
-                    if m and self._state_of(sent, m.start(), m.end())[0] is State.PRESENT:
-                        score[cat] += w
+                    if m:  # a hedged statement ("suggestive of sarcoidosis") still counts, at half weight
+                        score[cat] += w * _EVIDENCE_FACTOR[self._state_of(sent, m.start(), m.end())[0]]
         for rule in self.numeric:
             m = self._NUM[rule["field"]].search(text)
             if not m:
