@@ -20,7 +20,8 @@ def test_overview_notebook_renders_report(overview_run):
     assert rec["status"] == "ok"
     html = (tmp_path / "00_data_overview.html").read_text()
     for needle in ("Rule-based baseline", "macro_f1", "synthetic_cmr", "Provenance", "Package versions",
-                   "dc484d220e38e1a0a328fc61ecf62963dd5a1ed7d9e130f3b99859bf37f1dbe9"):
+                   "reports scored here: 60 from the heldout bank", "a held-out bank of phrasings",
+                   "dead95119e3b95084365b5a9ba3117c334a6d86dc6ce23c101d90809567654d4"):
         assert needle in html, needle
     assert "from radpriv" not in html  # reader's report has no code cells
     assert html.count("data:image/png") >= 2  # the length and confusion figures are embedded

@@ -6,7 +6,7 @@ import pytest
 from scipy import stats as sps
 from sklearn.metrics import roc_auc_score
 
-from radpriv.evaluate import (cochrans_q, delong_auc_ci, delong_roc_test, empirical_epsilon_lower_bound, holm,
+from radpriv.evaluate import (cochrans_q, delong_auc_ci, delong_roc_test, holm,
                               macro_auc_delong, mcnemar_test, pairwise_mcnemar, trend_test)
 
 
@@ -93,10 +93,13 @@ def test_macro_auc_table():
     assert t.auc.iloc[-1] == pytest.approx(t.auc.iloc[:3].mean())
 
 
-def test_trend_and_empirical_epsilon():
+def test_trend_test_matches_scipy_and_refuses_two_levels():
+    from scipy.stats import kendalltau
+
     r = trend_test([0.01, 0.1, 1, 10, np.inf], [0.2, 0.3, 0.5, 0.7, 0.8])
-    assert r["tau"] == pytest.approx(1.0)
-    assert empirical_epsilon_lower_bound(50, 50, 50, 50) == 0.0  # a coin-flip attack shows nothing
-    weak, strong = empirical_epsilon_lower_bound(60, 40, 20, 80), empirical_epsilon_lower_bound(95, 5, 2, 98)
-    assert 0 < weak < strong
-    assert strong < np.log(0.95 / 0.02)  # confidence bounds make it conservative
+    assert r["tau"] == pytest.approx(1.0) and r["levels"] == 5
+    x, y = [1, 1, 4, 4, 8, 8], [0.5, 0.55, 0.6, 0.52, 0.7, 0.66]
+    ref = kendalltau(x, y)
+    assert trend_test(x, y)["tau"] == pytest.approx(ref.statistic) and trend_test(x, y)["pvalue"] == pytest.approx(ref.pvalue)
+    with pytest.raises(ValueError, match="at least 3 distinct levels"):
+        trend_test([1, 8], [0.4, 0.6])

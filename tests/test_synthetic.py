@@ -247,3 +247,22 @@ def test_banked_generation_stays_deterministic_per_seed(corpus):
     assert sha(a) != sha(syn.generate(corpus, n=80, seed=6))
     assert [c.phrasings for c in syn.generate_cases(corpus, n=40, seed=5)] == \
         [c.phrasings for c in syn.generate_cases(corpus, n=40, seed=5)]
+
+
+def test_phrase_bank_statement_counts_the_banks_and_says_nothing_about_user_data():
+    import pandas as pd
+
+    from radpriv.data import load_dataset
+
+    ds = load_dataset("synthetic_elbow")
+    for split in ("train", "test"):
+        part = ds.split(split)
+        n = int((part["phrase_bank"] == syn.phrase_bank_of(split)).sum())
+        assert n == len(part)  # every report of a split comes from that split's bank
+        line = syn.phrase_bank_statement(part)
+        assert line.startswith(f"Phrase banks of the {len(part)} reports scored here: {n} from the "
+                               f"{syn.phrase_bank_of(split)} bank.") and line.endswith(syn.PHRASE_BANKS_NOTE)
+    mixed = pd.concat([ds.split("train").head(3), ds.split("test").head(2)])
+    assert syn.phrase_bank_statement(mixed, note=False) == ("Phrase banks of the 5 reports scored here: 3 from the "
+                                                          "development bank, 2 from the heldout bank.")
+    assert syn.phrase_bank_statement(ds.split("test").drop(columns=["phrase_bank"])) == ""  # a user's own CSV

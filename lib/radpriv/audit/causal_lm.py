@@ -342,6 +342,36 @@ def control_context(text: str, section: str = "IMPRESSION:") -> str:
     return section_text(text, section) + " " + CANARY_PREFIX
 
 
+def lm_training_set(train_df, n_other: int | None, seed: int = 0):
+    """Every canary-bearing training report plus ``n_other`` others drawn at random (None: all), shuffled.
+    The canaries are always included: exposure measures memorisation of what was trained on (the
+    never-inserted controls are the chance reference); it is not a membership draw."""
+    import pandas as pd
+
+    canary = train_df["canary"].fillna("").astype(str)
+    others = train_df[canary == ""]
+    if n_other is not None:
+        others = others.loc[np.random.default_rng(seed).permutation(others.index.to_numpy())[: int(n_other)]]
+    return pd.concat([train_df[canary != ""], others]).sample(frac=1.0, random_state=seed)
+
+
+def audit_canaries(train_df, held_texts, n_controls: int, seed: int = 0) -> list[dict]:
+    """The secrets to score: each inserted canary (``k`` = the number of training reports carrying it, read
+    from the data) in the context of its first training report, and ``n_controls`` never-inserted secrets
+    (``k`` = 0) in the contexts of the last held-out reports."""
+    from radpriv.audit.exposure import random_secrets
+
+    canary = train_df["canary"].fillna("").astype(str)
+    rows = train_df[canary != ""]
+    k_of = canary[canary != ""].value_counts()
+    out = [{"secret": s, "k": int(k), "context": canary_context(rows[canary[canary != ""] == s].text.iloc[0], s)}
+           for s, k in sorted(k_of.items(), key=lambda x: (x[1], x[0]))]
+    held = list(held_texts)
+    ctrl = random_secrets(n_controls, seed=seed + 1000, exclude=k_of.index) if n_controls else []
+    out += [{"secret": s, "k": 0, "context": control_context(t)} for s, t in zip(ctrl, held[len(held) - n_controls:])]
+    return out
+
+
 @torch.no_grad()
 def secret_logppl(lm, tok, context: str, secrets, batch_size: int = 64) -> np.ndarray:
     """−log P(" " + secret | context) (nats, summed over the secret's tokens) for each secret.

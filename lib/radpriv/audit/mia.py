@@ -1,4 +1,4 @@
-"""Membership inference against report classifiers, and the ε it certifies empirically.
+"""Membership inference against report classifiers, and the ε a one-run audit certifies.
 
 Attacks (higher score = "member"):
 
@@ -9,18 +9,32 @@ Attacks (higher score = "member"):
   same architecture and recipe but was trained on disjoint population data. Subtracting the reference
   loss removes how hard an example is *in general*, leaving what the target learned about *it*.
 
-Metrics: ROC AUC (DeLong CI), TPR at a fixed low FPR (1 %), and an **empirical lower bound on ε**
-(Jagielski et al. 2020; Nasr et al. 2021): the attack is turned into a membership test at one
-threshold and its confusion counts give ε ≥ log((TPR_low − δ)/FPR_high) with Clopper–Pearson bounds
-(:func:`radpriv.evaluate.stats.empirical_epsilon_lower_bound`). To keep the bound honest the threshold
-is **chosen on one random half** of the audit examples and the counts are taken **on the other half**
-(choosing it on the same examples would select the luckiest threshold). A DP guarantee of (ε, δ)
-implies the bound stays ≤ ε with probability ≥ the confidence level.
+Metrics: ROC AUC (DeLong CI), TPR at a fixed low FPR (1 %), and the **one-run ε lower bound** of
+Steinke, Nasr & Jagielski (2023) (:mod:`radpriv.audit.one_run`). Its conditions hold by construction here:
+:func:`membership_split` draws ``m = 2·n_members`` audit reports and includes **each one independently with
+probability 1/2** before training (so the number of members is Binomial(m, 1/2)); the target trains on
+exactly the included ones; the attack scores every audit report from the target (and a reference model
+trained on disjoint reports), never looking at the draw; the guesses (k₊ top, k₋ bottom) come from a grid
+fixed in advance and Bonferroni-corrected; the two attacks share the confidence level (each is tested at
+β/2), so the best of the two holds at 1 − β. If training is (ε, δ)-DP the bound exceeds ε with probability
+at most β.
+
+(An earlier version applied Clopper–Pearson intervals to the examples of one trained model as if each were
+an independent trial; that is not the guarantee those intervals assume, and it is gone.)
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import numpy as np
+
+from radpriv.audit.one_run import one_run_audit
+
+#: δ of the audit: small against 1/m, so the δ term of the one-run p-value (2·m·δ·…) is negligible. Each DP
+#: target's accountant ε is recomputed at this δ (its privacy profile) for the comparison.
+AUDIT_DELTA = 1e-5
 
 
 def per_sample_bce(P, Y, eps: float = 1e-6) -> np.ndarray:
@@ -47,38 +61,10 @@ def tpr_at_fpr(y, score, fpr: float = 0.01) -> float:
     return float(t[ok].max()) if ok.any() else 0.0
 
 
-def _counts(y, score, thr):
-    pred = score >= thr
-    tp = int((pred & (y == 1)).sum()); fn = int((~pred & (y == 1)).sum())
-    fp = int((pred & (y == 0)).sum()); tn = int((~pred & (y == 0)).sum())
-    return tp, fn, fp, tn
-
-
-def empirical_epsilon(y, score, delta: float = 0.0, confidence: float = 0.95, seed: int = 0) -> dict:
-    """ε lower bound from a threshold chosen on one half of the examples and counted on the other."""
-    from radpriv.evaluate.stats import empirical_epsilon_lower_bound
-
-    y = np.asarray(y).astype(int)
-    score = np.asarray(score, dtype=float)
-    rng = np.random.default_rng(seed)
-    sel = np.zeros(len(y), dtype=bool)
-    for cls in (0, 1):  # stratified halves
-        idx = np.flatnonzero(y == cls)
-        sel[rng.permutation(idx)[: len(idx) // 2]] = True
-    ys, ss, ye, se = y[sel], score[sel], y[~sel], score[~sel]
-    best, thr = -1.0, np.inf
-    for t in np.unique(ss):
-        b = empirical_epsilon_lower_bound(*_counts(ys, ss, t), delta=delta, confidence=confidence)
-        if b > best:
-            best, thr = b, float(t)
-    tp, fn, fp, tn = _counts(ye, se, thr)
-    eps = empirical_epsilon_lower_bound(tp, fn, fp, tn, delta=delta, confidence=confidence)
-    return {"eps_lower_bound": eps, "threshold": thr, "tp": tp, "fn": fn, "fp": fp, "tn": tn,
-            "eps_selection_half": max(best, 0.0), "confidence": confidence, "delta": delta}
-
-
-def attack_metrics(y, score, fpr: float = 0.01, delta: float = 0.0, seed: int = 0) -> dict:
-    """AUC (+ DeLong 95 % CI), TPR at ``fpr``, and the empirical ε lower bound of one attack."""
+def attack_metrics(y, score, fpr: float = 0.01, delta: float = AUDIT_DELTA, confidence: float = 0.95,
+                   grid=None, seed: int = 0) -> dict:
+    """AUC (+ DeLong 95 % CI), TPR at ``fpr``, and the one-run ε lower bound of one attack at ``delta`` and
+    ``confidence`` (:func:`radpriv.audit.one_run.one_run_audit`). ``y``: the inclusion draw (1 = member)."""
     from radpriv.evaluate.stats import delong_auc_ci
 
     y = np.asarray(y).astype(int)
@@ -86,8 +72,10 @@ def attack_metrics(y, score, fpr: float = 0.01, delta: float = 0.0, seed: int = 
     ci = delong_auc_ci(y, score)
     out = {"auc": float(ci["auc"]), "auc_low": float(ci["ci_low"]), "auc_high": float(ci["ci_high"]),
            f"tpr_at_{fpr:g}_fpr": tpr_at_fpr(y, score, fpr), "n_members": int(y.sum()), "n_nonmembers": int((1 - y).sum())}
-    e = empirical_epsilon(y, score, delta=delta, seed=seed)
-    out["eps_lower_bound"] = e["eps_lower_bound"]
+    a = one_run_audit(y, score, delta=delta, confidence=confidence, grid=grid, seed=seed)
+    out.update({"eps_lower_bound": a["eps_lower_bound"], "k_plus": a["k_plus"], "k_minus": a["k_minus"],
+                "guesses": a["r"], "correct": a["v"], "m": a["m"], "audit_delta": a["delta"],
+                "audit_confidence": confidence, "audit_tests": a["n_tests"], "max_certifiable": a["max_certifiable"]})
     return out
 
 
@@ -100,33 +88,53 @@ def label_matrix(frame, label_columns) -> np.ndarray:
 
 
 def membership_split(frame, n_members: int, n_reference: int, seed: int = 0, exclude_canaries: bool = True) -> dict:
-    """Disjoint random draws from one pool of reports: ``members`` (the target's training set),
-    ``nonmembers`` (same size, never trained on: exchangeable with members before training) and
-    ``reference`` (population data for the calibration model). Canary-bearing rows are left out."""
+    """The one-run audit's draw. From one pool of reports, disjoint random draws of ``m = 2·n_members``
+    **audit reports** and ``n_reference`` **reference** reports (population data for the calibration model);
+    then each audit report is included in the target's training set **independently with probability 1/2**
+    (``member``, aligned with ``audit``), so the number of ``members`` is Binomial(m, 1/2) with mean
+    ``n_members``; the others are the ``nonmembers``. Canary-bearing rows (the LM audit's) are left out."""
     pool = frame
     if exclude_canaries and "canary" in frame:
         pool = frame[frame["canary"].fillna("") == ""]
-    need = 2 * n_members + n_reference
+    m = 2 * int(n_members)
+    need = m + n_reference
+    if n_members < 1:
+        raise ValueError(f"membership split needs n_members ≥ 1, got {n_members}")
     if len(pool) < need:
         raise ValueError(f"membership split needs {need} reports (2×{n_members} + {n_reference}); the pool has {len(pool)}")
-    idx = np.random.default_rng(seed).permutation(pool.index.to_numpy())
-    return {"members": pool.loc[idx[:n_members]], "nonmembers": pool.loc[idx[n_members: 2 * n_members]],
-            "reference": pool.loc[idx[2 * n_members: need]]}
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(pool.index.to_numpy())
+    audit = pool.loc[idx[:m]]
+    member = (rng.random(m) < 0.5).astype(int)
+    if member.sum() in (0, m):  # probability 2^(1−m): no attack can be scored; a new draw is as random
+        raise ValueError(f"the inclusion draw put all {m} audit reports on one side; use another seed")
+    return {"audit": audit, "member": member, "members": audit[member == 1], "nonmembers": audit[member == 0],
+            "reference": pool.loc[idx[m:need]]}
 
 
 def run_membership_audit(frame, label_columns, encoder_path, configs: dict, n_members: int, n_reference: int,
-                         reference_config=None, seed: int = 0, progress: bool = False):
-    """Train each target configuration on the members and a reference model on the reference set, then
-    attack. ``configs``: {name: radpriv.dp.train.TrainConfig}. Returns (metrics DataFrame, scores dict,
-    trained results) -- scores[name] = (y, loss_attack_score, calibrated_score)."""
+                         reference_config=None, seed: int = 0, confidence: float = 0.95,
+                         audit_delta: float = AUDIT_DELTA, progress: bool = False):
+    """Train each target configuration on the members of :func:`membership_split` and a reference model on
+    the reference set, then attack every audit report. ``configs``: {name: radpriv.dp.train.TrainConfig};
+    DP targets must have one window per report (``max_chunks=1``: the privacy unit is then one report, the
+    audit's canary) and get δ = 1/(10·n_members) fixed before the draw unless they set one.
+
+    Each of the two attacks is audited at confidence 1 − β/2 (β = 1 − ``confidence``), so the better of
+    the two holds at ``confidence``. A DP target's accountant ε is also given at the audit's δ
+    (``epsilon_at_audit_delta``, PLD accountant on the run's σ, q and steps): the claim the audit tests.
+
+    Returns (metrics DataFrame, scores, trained results, split): scores[name] = (member, loss_attack_score,
+    calibrated_score), aligned with ``split["audit"]``."""
     import pandas as pd
 
+    from radpriv.dp.accounting import pld_epsilon
     from radpriv.dp.train import predict_proba, train
 
     parts = membership_split(frame, n_members, n_reference, seed=seed)
-    audit_rows = pd.concat([parts["members"], parts["nonmembers"]])
-    y = np.r_[np.ones(len(parts["members"]), int), np.zeros(len(parts["nonmembers"]), int)]
+    audit_rows, y = parts["audit"], parts["member"]
     Y_audit = label_matrix(audit_rows, label_columns)
+    per_attack = 1 - (1 - confidence) / 2
     results = {}
     ref_cfg = reference_config or next(c for c in configs.values() if not c.private)
     ref = train(ref_cfg, str(encoder_path), list(parts["reference"].text), label_matrix(parts["reference"], label_columns),
@@ -135,16 +143,26 @@ def run_membership_audit(frame, label_columns, encoder_path, configs: dict, n_me
     results["reference"] = ref
     rows, scores = [], {}
     for name, cfg in configs.items():
+        if cfg.private:
+            if cfg.max_chunks != 1:
+                raise ValueError(f"{name}: the audit's canary is one report; DP-SGD's unit is a window, so it needs "
+                                 f"max_chunks=1 (got {cfg.max_chunks})")
+            if cfg.delta is None:
+                cfg = dataclasses.replace(cfg, delta=1.0 / (10 * n_members))
         res = train(cfg, str(encoder_path), list(parts["members"].text), label_matrix(parts["members"], label_columns),
                     progress=progress)
         results[name] = res
         loss = per_sample_bce(predict_proba(res, texts=list(audit_rows.text), encoder_path=str(encoder_path)), Y_audit)
-        delta = res.accounting.get("delta", 1.0 / (10 * n_members)) if cfg.private else 1.0 / (10 * n_members)
+        acc = res.accounting
+        eps_audit = (pld_epsilon(acc["noise_multiplier"], acc["sample_rate"], acc["steps"], audit_delta)
+                     if cfg.private else math.inf)
         s_loss, s_cal = loss_attack(loss), calibrated_attack(loss, ref_loss)
         scores[name] = (y, s_loss, s_cal)
         for attack, s in (("loss threshold", s_loss), ("reference-calibrated", s_cal)):
-            m = attack_metrics(y, s, delta=delta, seed=seed)
-            rows.append({"model": name, "mode": cfg.mode, "epsilon": res.epsilon, "attack": attack, **m,
+            m = attack_metrics(y, s, delta=audit_delta, confidence=per_attack, seed=seed)
+            rows.append({"model": name, "mode": cfg.mode, "epsilon": res.epsilon,
+                         "delta": acc.get("delta", math.nan) if cfg.private else math.nan,
+                         "epsilon_at_audit_delta": eps_audit, "attack": attack, **m,
                          "member_loss": float(loss[y == 1].mean()), "nonmember_loss": float(loss[y == 0].mean()),
                          "train_seconds": res.seconds})
-    return pd.DataFrame(rows), scores, results
+    return pd.DataFrame(rows), scores, results, parts

@@ -92,6 +92,17 @@ def phrase_bank_of(split: str) -> str:
         raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLIT_BANK)}") from None
 
 
+def phrase_bank_statement(frame, note: bool = True) -> str:
+    """What a rule-baseline score on ``frame`` measures, for a report: which phrase banks its reports were
+    written from (column ``phrase_bank``), then (``note``) :data:`PHRASE_BANKS_NOTE`. ``""`` for reports this generator did
+    not write (a user's own data has no ``phrase_bank`` column), so nothing false is said about them."""
+    if "phrase_bank" not in frame or not len(frame):
+        return ""
+    counts = frame["phrase_bank"].fillna("").value_counts()
+    shown = ", ".join(f"{n} from the {b or 'unrecorded'} bank" for b, n in counts.items())
+    return f"Phrase banks of the {len(frame)} reports scored here: {shown}." + (f" {PHRASE_BANKS_NOTE}" if note else "")
+
+
 @dataclass
 class Case:
     """One generated report with its exact ground truth and the sentence behind each finding."""

@@ -28,7 +28,10 @@ complete one, never a half-written file that a later run would read; leftover te
 and unreadable cache files count as misses. An interrupted grid therefore resumes where it stopped.
 
 Scoring: per-label thresholds are chosen on the validation split (max F1), then weighted and macro F1
-on the test split with percentile-bootstrap 95 % CIs (:func:`radpriv.evaluate.bootstrap_metric`).
+on the test split with percentile-bootstrap 95 % CIs (:func:`radpriv.evaluate.bootstrap_metric`). The summary
+(:func:`summarize`) shows, over several seeds, the mean of the per-seed F1 with a Student t interval over seeds,
+and with one seed that seed's bootstrap CI; its ``interval`` column says which. :func:`trend_table` runs the
+Kendall trend test across ε only with at least three ε values.
 """
 
 from __future__ import annotations
@@ -444,18 +447,125 @@ def run_grid(train_split: Split, val: Split, test: Split, encoder_path: str, mod
     return pd.DataFrame(rows)
 
 
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds per (mode, init, ε): weighted/macro F1 (mean of the per-seed point estimates, with the
-    CI of the first seed), achieved ε, seconds."""
+#: confidence level of the interval over seeds in :func:`summarize`
+SEED_CONFIDENCE = 0.95
+
+
+def seed_interval(values, confidence: float = SEED_CONFIDENCE) -> tuple[float, float, float, float]:
+    """Mean of per-seed point estimates with its Student t interval over seeds:
+    ``mean ± t_{(1+confidence)/2, n-1} · s / √n`` (``s`` the sample SD, ``n - 1`` degrees of freedom;
+    ``scipy.stats.t``), clipped to [0, 1] since the values are F1 scores. Returns (mean, low, high, s);
+    needs at least two seeds (one seed has no spread to estimate)."""
+    from scipy import stats as sps
+
+    v = np.asarray(values, float)
+    if v.ndim != 1 or len(v) < 2 or not np.isfinite(v).all():
+        raise ValueError(f"an interval over seeds needs at least two finite per-seed values, got {v.tolist()}")
+    mean, sd = float(v.mean()), float(v.std(ddof=1))
+    half = float(sps.t.ppf((1 + confidence) / 2, len(v) - 1)) * sd / math.sqrt(len(v))
+    return mean, max(0.0, mean - half), min(1.0, mean + half), sd
+
+
+def summarize(runs: pd.DataFrame, confidence: float = SEED_CONFIDENCE) -> pd.DataFrame:
+    """One row per (mode, init, ε): weighted and macro F1 with an interval, the largest achieved ε, mean seconds.
+
+    * Several seeds: the mean of the per-seed point estimates with a Student t interval over seeds
+      (:func:`seed_interval`). The seed drives everything that varies between runs of one configuration (DP
+      noise, Poisson batches, LoRA/head initialisation, shuffling), and the question the table answers is
+      where that configuration's mean F1 lies; a pooled bootstrap of the test reports would hold the trained
+      models fixed and so leave exactly that training variability out. The interval is conditional on the
+      one test split all seeds share (each run's own bootstrap CI over test reports is in the per-run table).
+    * One seed: that seed's percentile bootstrap CI over the test reports (``*_lo``/``*_hi`` of the run).
+
+    The ``interval`` column says which, per row. A (mode, init, ε, seed) that occurs twice is refused."""
     g = runs.copy()
-    g["init"] = g.get("init", "none")
-    g["init"] = g["init"].fillna("none")
-    agg = g.groupby(["mode", "init", "epsilon"], sort=False).agg(
-        seeds=("seed", "nunique"), weighted_f1=("weighted_f1", "mean"), weighted_f1_sd=("weighted_f1", "std"),
-        weighted_f1_lo=("weighted_f1_lo", "first"), weighted_f1_hi=("weighted_f1_hi", "first"),
-        macro_f1=("macro_f1", "mean"), achieved_epsilon=("achieved_epsilon", "max"),
-        train_seconds=("train_seconds", "mean")).reset_index()
-    return agg
+    g["init"] = g["init"].fillna("none") if "init" in g else "none"
+    dup = g.duplicated(["mode", "init", "epsilon", "seed"], keep=False)
+    if dup.any():
+        first = g[dup].iloc[0]
+        raise ValueError(f"summarize: {int(dup.sum())} runs share (mode, init, ε, seed), e.g. ({first['mode']}, "
+                         f"{first['init']}, {first['epsilon']}, {first['seed']}); give each dataset its own mode name")
+    level = f"{confidence:.0%}"
+    rows = []
+    for (mode, init, eps), grp in g.groupby(["mode", "init", "epsilon"], sort=False):
+        n = len(grp)
+        row = {"mode": mode, "init": init, "epsilon": eps, "seeds": n}
+        for metric in ("weighted_f1", "macro_f1"):
+            if n >= 2:
+                mean, lo, hi, sd = seed_interval(grp[metric], confidence)
+            else:
+                r = grp.iloc[0]
+                mean, lo, hi, sd = (float(r[metric]), float(r.get(f"{metric}_lo", np.nan)),
+                                    float(r.get(f"{metric}_hi", np.nan)), float("nan"))
+            row.update({metric: mean, f"{metric}_lo": lo, f"{metric}_hi": hi, f"{metric}_sd": sd})
+        row["interval"] = (f"t {level} over {n} seeds" if n >= 2 else  # (short: tables show 50 characters)
+                           f"bootstrap {level} CI of seed {grp['seed'].iloc[0]} (one seed)")
+        row["achieved_epsilon"] = float(grp["achieved_epsilon"].max())
+        row["train_seconds"] = float(grp["train_seconds"].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def run_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each run as one flat row (no arrays): its grid cell, F1 with its bootstrap CIs, the ε it achieved and
+    the accountant's inputs (σ, q, steps, δ; DP encoder runs), the numbers :func:`summarize` and
+    :func:`accounting_table` are computed from."""
+    cols = ["dataset", "mode", "init", "epsilon", "seed", "weighted_f1", "weighted_f1_lo", "weighted_f1_hi",
+            "macro_f1", "macro_f1_lo", "macro_f1_hi", "achieved_epsilon", "n_train", "train_seconds"]
+    out = runs[[c for c in cols if c in runs]].copy()
+    if "init" in out:
+        out["init"] = out["init"].fillna("none")
+    acc = runs["accounting"] if "accounting" in runs else pd.Series([None] * len(runs), index=runs.index)
+    for key, name in (("target_epsilon", "target_epsilon"), ("noise_multiplier", "sigma"), ("sample_rate", "q"),
+                      ("steps", "steps"), ("delta", "delta")):
+        out[name] = [a.get(key) if isinstance(a, dict) else None for a in acc]
+    return out.reset_index(drop=True)
+
+
+#: fewest distinct ε levels a trend test is run on (see :func:`radpriv.evaluate.trend_test`)
+TREND_MIN_LEVELS = 3
+
+
+def trend_table(runs: pd.DataFrame, y: str = "weighted_f1", by=("dataset", "mode", "init")) -> tuple[pd.DataFrame, str]:
+    """Kendall trend of ``y`` across ε for each DP mode (rows whose mode starts with ``dp``; every seed's run
+    is one point), run only where there are at least :data:`TREND_MIN_LEVELS` distinct ε values. Returns the
+    table and a sentence naming the groups left out and why ("" when none was)."""
+    from radpriv.evaluate.stats import trend_test
+
+    by = [c for c in by if c in runs]
+    dp = runs[runs["mode"].astype(str).str.startswith("dp")].copy()
+    if "init" in dp:
+        dp["init"] = dp["init"].fillna("none")
+    rows, skipped = [], []
+    for key, g in (dp.groupby(by, sort=False) if len(dp) else []):
+        key = key if isinstance(key, tuple) else (key,)
+        levels = sorted(set(float(e) for e in g["epsilon"]))
+        if len(levels) < TREND_MIN_LEVELS:
+            skipped.append((" · ".join(str(k) for k in key), levels))
+            continue
+        res = trend_test(g["epsilon"], g[y])
+        rows.append({**dict(zip(by, key)), "ε levels": res.pop("levels"), "runs": res.pop("n"), **res})
+    note = ""
+    if skipped:
+        counts = sorted({len(lv) for _, lv in skipped})
+        shown = ", ".join(f"{name} (ε = {', '.join(f'{e:g}' for e in lv)})" for name, lv in skipped)
+        note = (f"No trend test is shown for {shown}: Kendall's τ across ε needs at least {TREND_MIN_LEVELS} "
+                f"distinct ε values and {'these have' if len(skipped) > 1 else 'this has'} "
+                f"{' or '.join(map(str, counts))}. With two levels and one run each, τ is ±1 and p = 1 whatever "
+                f"the F1 values, so the test would say nothing; add ε values (the `full` profile has four) for a trend.")
+    return pd.DataFrame(rows), note
+
+
+def headline_run(runs: pd.DataFrame) -> dict:
+    """The run whose inputs a notebook saves so a reader can recompute its F1: the first DP encoder run at the
+    largest ε with random init and the smallest seed (the first run when no DP mode was trained)."""
+    r = runs.copy()
+    r["init"] = r["init"].fillna("none") if "init" in r else "none"
+    dp = r[r["mode"].astype(str).str.startswith("dp") & (r["init"] == "none")]
+    if len(dp):
+        dp = dp[dp["epsilon"] == dp["epsilon"].max()]
+        r = dp[dp["seed"] == dp["seed"].min()]
+    return r.iloc[0].to_dict()
 
 
 def accounting_table(runs: pd.DataFrame) -> pd.DataFrame:

@@ -12,7 +12,6 @@ from scipy import stats as sps
 from statsmodels.stats.contingency_tables import cochrans_q as _cochrans_q
 from statsmodels.stats.contingency_tables import mcnemar as _mcnemar
 from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.proportion import proportion_confint
 
 
 def mcnemar_test(correct_a, correct_b, exact: bool | None = None) -> dict:
@@ -207,26 +206,25 @@ def macro_auc_delong_test(Y, Sa, Sb, alpha: float = 0.05) -> dict:
 
 
 def trend_test(x, y) -> dict:
-    """Monotone trend of utility ``y`` across privacy levels ``x`` (e.g. ε, ∞ as the largest):
-    Kendall's tau-b with its p-value (ties handled; no normality assumed)."""
-    x = np.asarray(x, float)
-    x = np.where(np.isinf(x), np.nanmax(x[np.isfinite(x)]) * 10 if np.isfinite(x).any() else 1.0, x)
-    res = sps.kendalltau(x, np.asarray(y, float))
-    return {"tau": float(res.statistic), "pvalue": float(res.pvalue), "method": "Kendall tau-b"}
+    """Monotone trend of utility ``y`` across privacy levels ``x`` (ε; ∞, the non-private level, counts as a
+    level above every finite ε): Kendall's tau-b (``scipy.stats.kendalltau``, two-sided) with its p-value
+    (ties handled; no normality assumed). Several runs per level (seeds) are several points.
 
-
-def empirical_epsilon_lower_bound(tp: int, fn: int, fp: int, tn: int, delta: float = 0.0,
-                                  confidence: float = 0.95) -> float:
-    """ε lower bound implied by an attack's confusion counts (Jagielski et al. 2020; Nasr et al. 2021):
-    ε ≥ log((TPR_low − δ) / FPR_high) with Clopper–Pearson bounds, symmetrised over (TPR, FPR) and
-    (1−FPR, 1−TPR). Returns 0 when the attack shows nothing."""
-    alpha = 1 - confidence
-    tpr_lo = proportion_confint(tp, tp + fn, alpha=alpha, method="beta")[0] if tp + fn else 0.0
-    fpr_hi = proportion_confint(fp, fp + tn, alpha=alpha, method="beta")[1] if fp + tn else 1.0
-    tnr_lo = proportion_confint(tn, fp + tn, alpha=alpha, method="beta")[0] if fp + tn else 0.0
-    fnr_hi = proportion_confint(fn, tp + fn, alpha=alpha, method="beta")[1] if tp + fn else 1.0
-    cands = []
-    for num, den in ((tpr_lo - delta, fpr_hi), (tnr_lo - delta, fnr_hi)):
-        if num > 0 and den > 0:
-            cands.append(np.log(num / den))
-    return float(max([0.0, *cands]))
+    Refuses (ValueError) fewer than 3 distinct levels of ``x``: with two levels and one run each, τ is ±1 and
+    p = 1 whatever ``y`` is, so the "test" says nothing."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.ndim != 1 or x.shape != y.shape:
+        raise ValueError(f"trend_test: x and y must be 1-d and of one length, got shapes {x.shape} and {y.shape}")
+    if np.isnan(x).any() or np.isnan(y).any():
+        raise ValueError("trend_test: x and y must not contain NaN")
+    levels = np.unique(x)
+    if len(levels) < 3:
+        shown = ", ".join("∞" if np.isposinf(v) else f"{v:g}" for v in levels)
+        raise ValueError(f"trend_test needs at least 3 distinct levels of x (ε; ∞ counts as one), got "
+                         f"{len(levels)} ({shown}): with two levels τ is ±1 and p = 1 whatever y is")
+    finite = x[np.isfinite(x)]
+    # only the order of x matters to Kendall's tau: ∞ becomes a value above the largest finite level
+    x = np.where(np.isposinf(x), (finite.max() + 1.0) if finite.size else 1.0, x)
+    res = sps.kendalltau(x, y)
+    return {"tau": float(res.statistic), "pvalue": float(res.pvalue), "method": "Kendall tau-b (two-sided)",
+            "levels": int(len(levels)), "n": int(len(x))}
