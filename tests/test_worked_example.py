@@ -84,6 +84,10 @@ def test_readme_worked_example_runs_verbatim(tmp_path):
     assert "my_findings_reports" in s2 and "Downstream experiment skipped" in s2
     s3 = (reports / "03_dp_lora.html").read_text()
     assert "my_findings_reports" in s3 and "dp-lora" in s3
+    # each study's results file lands beside its report (the out dir was relative to the user's shell, not the
+    # kernel's working directory), never inside the checkout
+    for stem in ("01_cmr_llm_benchmark", "02_label_extraction", "03_dp_lora"):
+        assert (reports / "_results" / f"{stem}.json").exists(), stem
 
 
 def test_own_single_label_schema_sets_the_prompt_wording(tmp_path):

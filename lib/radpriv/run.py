@@ -398,7 +398,7 @@ def _kernel_env(allow_hosts, results_dir: Path | None = None) -> Iterator[None]:
     :func:`save_results`), no progress bars in the report."""
     saved = {k: os.environ.get(k) for k in ("RADPRIV_ALLOW_HOSTS", "TQDM_DISABLE", RESULTS_ENV)}
     if results_dir is not None:
-        os.environ[RESULTS_ENV] = str(results_dir)
+        os.environ[RESULTS_ENV] = str(Path(results_dir).resolve())  # absolute: the kernel runs in notebooks/
     hosts = [h for h in os.environ.get("RADPRIV_ALLOW_HOSTS", "").replace(",", " ").split()]
     hosts += [str(h) for h in (allow_hosts or ())]
     if hosts:
