@@ -522,15 +522,11 @@ def run_rows(runs: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-#: fewest distinct ε levels a trend test is run on (see :func:`radpriv.evaluate.trend_test`)
-TREND_MIN_LEVELS = 3
-
-
 def trend_table(runs: pd.DataFrame, y: str = "weighted_f1", by=("dataset", "mode", "init")) -> tuple[pd.DataFrame, str]:
     """Kendall trend of ``y`` across ε for each DP mode (rows whose mode starts with ``dp``; every seed's run
-    is one point), run only where there are at least :data:`TREND_MIN_LEVELS` distinct ε values. Returns the
+    is one point), run only where there are at least :data:`radpriv.evaluate.stats.TREND_MIN_LEVELS` distinct ε values. Returns the
     table and a sentence naming the groups left out and why ("" when none was)."""
-    from radpriv.evaluate.stats import trend_test
+    from radpriv.evaluate.stats import TREND_MIN_LEVELS, trend_test
 
     by = [c for c in by if c in runs]
     dp = runs[runs["mode"].astype(str).str.startswith("dp")].copy()

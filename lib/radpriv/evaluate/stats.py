@@ -205,6 +205,10 @@ def macro_auc_delong_test(Y, Sa, Sb, alpha: float = 0.05) -> dict:
             "excluded": excluded}
 
 
+#: fewest distinct levels of x :func:`trend_test` runs on
+TREND_MIN_LEVELS = 3
+
+
 def trend_test(x, y) -> dict:
     """Monotone trend of utility ``y`` across privacy levels ``x`` (ε; ∞, the non-private level, counts as a
     level above every finite ε): Kendall's tau-b (``scipy.stats.kendalltau``, two-sided) with its p-value
@@ -218,9 +222,9 @@ def trend_test(x, y) -> dict:
     if np.isnan(x).any() or np.isnan(y).any():
         raise ValueError("trend_test: x and y must not contain NaN")
     levels = np.unique(x)
-    if len(levels) < 3:
+    if len(levels) < TREND_MIN_LEVELS:
         shown = ", ".join("∞" if np.isposinf(v) else f"{v:g}" for v in levels)
-        raise ValueError(f"trend_test needs at least 3 distinct levels of x (ε; ∞ counts as one), got "
+        raise ValueError(f"trend_test needs at least {TREND_MIN_LEVELS} distinct levels of x (ε; ∞ counts as one), got "
                          f"{len(levels)} ({shown}): with two levels τ is ±1 and p = 1 whatever y is")
     finite = x[np.isfinite(x)]
     # only the order of x matters to Kendall's tau: ∞ becomes a value above the largest finite level
