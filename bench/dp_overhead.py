@@ -6,6 +6,14 @@ Configurations (all on the same reports, encoder and window settings):
   full            non-private full fine-tuning
   dp-full/hooks   DP-SGD full fine-tuning, per-sample gradients materialised by hooks
   dp-full/ghost   DP-SGD full fine-tuning with ghost clipping (per-sample norms without per-sample gradients)
+  lora/top2       non-private LoRA on the top 2 layers over cached states of the 4 frozen layers below
+  dp-lora/top2    the same with DP-SGD
+  head            non-private linear head over cached pooled features of the frozen encoder
+  dp-head         the same with DP-SGD
+
+Speed is reports per second through the training steps; the frozen-trunk rows (top2, head) encode each report
+once through the frozen layers before the first step, shown apart as "trunk s" and included in "total s".
+Each DP row is compared with the non-private row of the same trainable part.
 
 Each configuration trains in a fresh subprocess (so peak memory is its own), rounds interleave the
 configurations (A B C D E, A B C D E, ...) so load changes on a shared machine hit all of them alike, and the
@@ -39,8 +47,15 @@ CONFIGS = {
     # the same with Poisson draws never split (peak memory then follows the largest draw): --configs to select
     "dp-lora/unsplit": {"mode": "dp-lora", "epsilon": 8.0, "physical_batch_size": 10**9},
     "dp-full/ghost/unsplit": {"mode": "dp-full", "epsilon": 8.0, "grad_sample_mode": "ghost", "physical_batch_size": 10**9},
+    "lora/top2": {"mode": "lora", "top_layers": 2},
+    "dp-lora/top2": {"mode": "dp-lora", "epsilon": 8.0, "top_layers": 2},
+    "head": {"mode": "head"},
+    "dp-head": {"mode": "dp-head", "epsilon": 8.0},
 }
-DEFAULT = ["lora", "dp-lora", "full", "dp-full/hooks", "dp-full/ghost"]
+DEFAULT = ["lora", "dp-lora", "full", "dp-full/hooks", "dp-full/ghost", "lora/top2", "dp-lora/top2", "head", "dp-head"]
+#: the non-private row each DP row is compared with (same trainable part)
+BASELINE = {"dp-lora": "lora", "dp-full/hooks": "full", "dp-full/ghost": "full", "dp-lora/unsplit": "lora",
+            "dp-full/ghost/unsplit": "full", "dp-lora/top2": "lora/top2", "dp-head": "head"}
 
 
 def _rss_mb() -> float:
@@ -71,8 +86,8 @@ def _worker(name: str, args: dict, out) -> None:
     frame = ds.split("train").head(args["n"])
     texts, Y = frame.text.tolist(), binarize(frame, list(ds.schema.ids)).astype(np.float32)
     enc = str(registry.get_model("minilm-l6").local_path)
-    cfg = T.TrainConfig(**CONFIGS[name], epochs=1, batch_size=args["batch_size"], max_length=args["max_length"],
-                        stride=16, max_chunks=1, device=args["device"], seed=0)
+    cfg = T.TrainConfig(**CONFIGS[name], epochs=args["epochs"], batch_size=args["batch_size"],
+                        max_length=args["max_length"], stride=16, max_chunks=1, device=args["device"], seed=0)
     # measure the baseline after the model exists: build once (weights cached by the OS), then train
     T.build_model(cfg, enc, Y.shape[1])
     base = _rss_mb()
@@ -81,7 +96,8 @@ def _worker(name: str, args: dict, out) -> None:
     res = T.train(cfg, enc, texts, Y)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() and cfg.device.startswith("cuda") else None
-    out.put({"config": name, "samples_per_s": res.samples_per_second,
+    out.put({"config": name, "samples_per_s": res.samples_per_second, "trunk_s": res.trunk_seconds,
+             "total_s": res.seconds,
              "peak_mb": cuda if cuda is not None else peak_rss - base, "memory": "cuda" if cuda is not None else "rss"})
 
 
@@ -103,30 +119,38 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--configs", default=",".join(DEFAULT), help=f"of {', '.join(CONFIGS)}")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args(argv)
-    args = {"dataset": a.dataset, "n": a.n, "batch_size": a.batch_size, "max_length": a.max_length, "device": a.device}
+    args = {"dataset": a.dataset, "n": a.n, "batch_size": a.batch_size, "max_length": a.max_length, "device": a.device,
+            "epochs": a.epochs}
     names = a.configs.split(",")
     results = {n: [] for n in names}
     for r in range(a.rounds):
         for n in names:
             res = measure(n, args)
             results[n].append(res)
-            print(f"round {r + 1} {n:22s} {res['samples_per_s']:7.2f} samples/s  peak +{res['peak_mb']:7.0f} MB", flush=True)
-    med = {n: {"samples_per_s": statistics.median(x["samples_per_s"] for x in v),
-               "peak_mb": statistics.median(x["peak_mb"] for x in v)} for n, v in results.items()}
-    print(f"\n{'config':22s} {'samples/s':>10s} {'peak MB':>9s}   ({a.n} reports, batch {a.batch_size}, "
-          f"{a.max_length} tokens, {a.device}, median of {a.rounds} interleaved rounds)")
+            print(f"round {r + 1} {n:22s} {res['samples_per_s']:9.2f} samples/s  peak +{res['peak_mb']:7.0f} MB", flush=True)
+    med = {n: {k: statistics.median(x[k] for x in v) for k in ("samples_per_s", "peak_mb", "trunk_s", "total_s")}
+           for n, v in results.items()}
+    print(f"\n{'config':22s} {'samples/s':>10s} {'peak MB':>9s} {'trunk s':>8s} {'total s':>8s}   ({a.n} reports, "
+          f"batch {a.batch_size}, {a.max_length} tokens, {a.epochs} epoch(s), {a.device}, median of {a.rounds} "
+          f"interleaved rounds)")
     for n, m in med.items():
-        print(f"{n:22s} {m['samples_per_s']:10.2f} {m['peak_mb']:9.0f}")
+        print(f"{n:22s} {m['samples_per_s']:10.2f} {m['peak_mb']:9.0f} {m['trunk_s']:8.1f} {m['total_s']:8.1f}")
     ratios = {}
-    for n in med:  # each DP configuration against its non-private counterpart
-        base = {"dp-lora": "lora", "dp-full": "full"}.get(CONFIGS[n]["mode"])
+    for n in med:  # each DP configuration against the non-private row of the same trainable part
+        base = BASELINE.get(n)
         if base in med:
             ratios[f"{n} / {base} speed"] = med[n]["samples_per_s"] / med[base]["samples_per_s"]
-            ratios[f"{n} / {base} peak memory"] = med[n]["peak_mb"] / med[base]["peak_mb"]
+            ratios[f"{n} / {base} peak memory"] = med[n]["peak_mb"] / max(med[base]["peak_mb"], 1.0)
+    if "full" in med:  # what the cached trunk buys: each frozen-trunk DP row against whole-encoder training
+        for n in ("dp-lora/top2", "dp-head"):
+            if n in med:
+                ratios[f"{n} / full speed"] = med[n]["samples_per_s"] / med["full"]["samples_per_s"]
+                ratios[f"{n} / full total time"] = med[n]["total_s"] / med["full"]["total_s"]
     print()
     for k, v in ratios.items():
         print(f"{k:40s} {v:6.2f}x")

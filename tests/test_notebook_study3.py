@@ -123,10 +123,12 @@ def test_epsilon_recomputed_with_an_independent_accountant(study3):
     dp_accounting's PLD accountant; opacus's PRV estimate is an upper estimate within eps_error = 0.01."""
     runs, params = study3["res"]["runs"], study3["params"]
     dp = [r for r in runs if r["sigma"] is not None]
-    n_dp_encoder = len(EPSILONS) * 2 * len(params["seeds"])  # dp-lora from random and from public init
+    dp_modes = [m for m in params["modes"] if m.startswith("dp")]  # each from random and from public init
+    n_dp_encoder = len(EPSILONS) * 2 * len(params["seeds"]) * len(dp_modes)
     assert len(dp) == n_dp_encoder, [r["mode"] for r in dp]
-    epochs = {**params["train"], **params.get("train_by_mode", {}).get("dp-lora", {})}["epochs"]
     for r in dp:
+        mode = r["mode"].split(" · ", 1)[1]
+        epochs = {**params["train"], **params.get("train_by_mode", {}).get(mode, {})}["epochs"]
         assert r["delta"] == pytest.approx(1 / (10 * r["n_train"]))
         assert r["steps"] * r["q"] == pytest.approx(epochs)
         acc = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-4)
@@ -150,7 +152,8 @@ def test_trend_recomputed_with_scipy_kendalltau(study3):
         if mode.startswith("dp"):
             points.setdefault((dataset, mode, r["init"]), []).append((_num(r["epsilon"]), r["weighted_f1"]))
     assert {(t["dataset"], t["mode"], t["init"]) for t in res["trend"]} == set(points)
-    assert len(points) == 3  # dp-lora (random and public init), dp-tfidf-linear
+    dp_modes = [m for m in study3["params"]["modes"] if m.startswith("dp")]
+    assert len(points) == 2 * len(dp_modes) + 1  # each DP encoder mode from random and public init; dp-tfidf-linear
     for t in res["trend"]:
         x, y = zip(*points[(t["dataset"], t["mode"], t["init"])])
         ref = sps.kendalltau(x, y)

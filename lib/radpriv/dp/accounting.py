@@ -13,8 +13,12 @@ import math
 import dp_accounting
 from opacus.accountants import create_accountant
 
-#: Rényi orders shared by both RDP accountants, so the RDP pair is compared like with like.
-RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [80, 128, 256, 512]
+#: Rényi orders shared by both RDP accountants, so the RDP pair is compared like with like. Integer orders only:
+#: opacus's series for fractional orders does not converge at the large sampling rates DP training wants
+#: (q = 0.25 and up: it logs "_compute_log_a_frac failed to converge" and silently drops those orders, so the pair
+#: drifted apart by 2.4 % at σ 1.71, q 0.25, 200 steps); on integer orders both compute the exact same sum.
+#: RDP is only the cross-check here (PRV, checked against PLD, calibrates the noise).
+RDP_ORDERS = list(range(2, 64)) + [80, 128, 256, 512]
 
 
 class AccountingMismatch(RuntimeError):

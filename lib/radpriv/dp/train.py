@@ -11,6 +11,7 @@ windows of ``max_length`` tokens pooled over the whole report (long CT reports e
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -22,11 +23,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-MODES = ("full", "lora", "dp-lora", "dp-full")
+MODES = ("full", "lora", "dp-lora", "dp-full", "head", "dp-head")
 
 
-#: learning rates that trained well on the synthetic corpora (LoRA and DP need larger steps than full FT)
-DEFAULT_LR = {"full": 1e-4, "lora": 4e-3, "dp-lora": 5e-3, "dp-full": 5e-4}
+#: learning rates that trained well on the synthetic corpora (LoRA and DP need larger steps than full FT);
+#: the head-only modes train a linear layer over frozen pooled features and need large steps
+DEFAULT_LR = {"full": 1e-4, "lora": 4e-3, "dp-lora": 5e-3, "dp-full": 5e-4, "head": 1e-2, "dp-head": 2e-2}
 
 
 @dataclass
@@ -51,6 +53,11 @@ class TrainConfig:
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
     lora_targets: tuple = field(default=("query", "value"), metadata={"help": "LoRA target modules"})
+    top_layers: int = field(default=0, metadata={
+        "help": "train only the top N encoder layers (LoRA or full, by mode) and the head: the layers below are "
+                "frozen, so their output for a report never changes; it is computed once per report and every "
+                "step runs only the top N layers (exact, not an approximation). 0: every layer trains. "
+                "Ignored by the head modes, whose whole encoder is frozen"})
     pooling: str = field(default="mean", metadata={"help": "mean (tokens of all windows) | cls (mean of window CLS)"})
     grad_sample_mode: str = field(default="hooks", metadata={"help": "opacus per-sample gradients: hooks | ghost"})
     seed: int = field(default=0, metadata={"help": "random seed"})
@@ -68,6 +75,11 @@ class TrainConfig:
             raise ValueError(f"pooling {self.pooling!r} is not mean or cls")
         if self.grad_sample_mode not in ("hooks", "ghost"):
             raise ValueError(f"grad_sample_mode {self.grad_sample_mode!r} is not hooks or ghost")
+        if self.top_layers < 0:
+            raise ValueError(f"top_layers must be >= 0, got {self.top_layers}")
+        if self.grad_sample_mode == "ghost" and (self.top_layers or self.head_only):
+            raise ValueError("ghost clipping is supported for whole-encoder runs only; use grad_sample_mode='hooks' "
+                             "with top_layers or the head modes")
         if self.grad_sample_mode == "ghost" and self.max_chunks != 1:
             raise ValueError("ghost clipping computes one gradient norm per layer call: it needs max_chunks=1 "
                              "(hooks mode sums per-sample gradients over a report's windows correctly)")
@@ -99,6 +111,16 @@ class TrainConfig:
     @property
     def lora(self) -> bool:
         return self.mode in ("lora", "dp-lora")
+
+    @property
+    def head_only(self) -> bool:
+        """The encoder is frozen whole and only the linear head trains (over cached pooled features)."""
+        return self.mode in ("head", "dp-head")
+
+    @property
+    def frozen_trunk(self) -> bool:
+        """Training runs over cached outputs of frozen encoder layers (head modes, or ``top_layers`` > 0)."""
+        return self.head_only or self.top_layers > 0
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
@@ -191,17 +213,179 @@ class ReportClassifier(nn.Module):
             L = max(int(attention_mask[:, k].sum(1).max()), 1)  # trailing all-padding columns add nothing
             m, ids, types, pos = (t[rows, k, :L] for t in (attention_mask, input_ids, token_type_ids, position_ids))
             out = self.encoder(input_ids=ids, attention_mask=m, token_type_ids=types, position_ids=pos).last_hidden_state
-            if self.pooling == "cls":
-                w = m[:, :1].to(out.dtype)  # 1 where the window exists
-                t, c = out[:, 0] * w, w
-            else:
-                w = m.unsqueeze(-1).to(out.dtype)
-                t, c = (out * w).sum(1), w.sum(1)
+            t, c = pool_window(out, m, self.pooling)
             if isinstance(rows, slice):  # always so for window 0, hence total is a tensor before any index_add
                 total, count = total + t, count + c
             else:
                 total, count = total.index_add(0, rows, t), count.index_add(0, rows, c)
         return self.head(total / count.clamp(min=1))
+
+
+def pool_window(out: torch.Tensor, mask: torch.Tensor, pooling: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One window's contribution to a report's pooled vector: (sum, count) of its token states (``mean``) or of
+    its CLS state (``cls``); the report vector is the sum over its windows divided by the summed count."""
+    if pooling == "cls":
+        w = mask[:, :1].to(out.dtype)  # 1 where the window exists
+        return out[:, 0] * w, w
+    w = mask.unsqueeze(-1).to(out.dtype)
+    return (out * w).sum(1), w.sum(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# frozen trunk: the layers below the trained ones are run once per report, then cached
+# ---------------------------------------------------------------------------------------------
+def encoder_layers(encoder: nn.Module) -> nn.ModuleList:
+    """The transformer layers of a BERT-style encoder (``encoder.layer``), through a peft wrapper if any."""
+    base = encoder.get_base_model() if hasattr(encoder, "get_base_model") else encoder
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ValueError(f"top_layers and the head modes need a BERT-style encoder (its layers at encoder.layer); "
+                         f"{type(base).__name__} has none: use top_layers 0 with a whole-encoder mode")
+    return layers
+
+
+class TopClassifier(nn.Module):
+    """The top ``top`` encoder layers, the pooling and the head of a :class:`ReportClassifier`, run over cached
+    hidden states of the frozen layers below (``top=0``: the head alone, over cached pooled features).
+
+    Its modules ARE the classifier's (shared, not copied): training this trains that model, and the trained
+    model then predicts from raw text as usual. Every layer call has the report batch first, one window index at a
+    time as in :class:`ReportClassifier`, so opacus's per-sample hooks sum a report's gradient over its windows."""
+
+    def __init__(self, model: ReportClassifier, top: int):
+        super().__init__()
+        self.layers = nn.ModuleList(list(encoder_layers(model.encoder))[-top:] if top else [])
+        self.head = model.head
+        self.pooling = model.pooling
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if not len(self.layers):  # head only: states are pooled report vectors [batch, hidden]
+            return self.head(states)
+        total = count = 0.0
+        for k in range(states.shape[1]):
+            L = max(int(mask[:, k].sum(1).max()), 1)
+            m, h = mask[:, k, :L], states[:, k, :L]
+            # additive key mask, as BERT builds it: padding keys get the dtype's minimum before the softmax
+            add = (1.0 - m[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
+            for layer in self.layers:
+                h = layer(h, attention_mask=add)
+                h = h[0] if isinstance(h, tuple) else h
+            t, c = pool_window(h, m, self.pooling)
+            total, count = total + t, count + c
+        return self.head(total / count.clamp(min=1))
+
+
+@dataclass
+class TrunkStates:
+    """Cached output of the frozen layers for a list of reports.
+
+    Whole-layer cut (``top`` > 0): ``states`` holds one row per window ``[windows + 1, tokens, hidden]`` (the last
+    row is all padding) and ``rows[i]`` the window rows of report ``i`` (padded with that last row), so a batch is
+    ``states[rows[idx]]``: ``[batch, windows, tokens, hidden]``. Head modes (``top`` = 0): ``states`` is the pooled
+    report vector ``[reports, hidden]`` and ``rows`` is None."""
+
+    states: torch.Tensor
+    mask: torch.Tensor
+    rows: torch.Tensor | None
+
+    def batch(self, idx) -> dict:
+        idx = torch.as_tensor(np.asarray(idx, dtype=np.int64))
+        if self.rows is None:
+            return {"states": self.states[idx], "mask": self.mask[idx]}
+        r = self.rows[idx]
+        return {"states": self.states[r], "mask": self.mask[r]}
+
+    def __len__(self) -> int:
+        return len(self.mask) if self.rows is None else len(self.rows)
+
+
+_TRUNK_CACHE: dict[tuple, TrunkStates] = {}
+
+
+@torch.no_grad()
+def trunk_states(model: ReportClassifier, win: Windows, pad_id: int, top: int, device=None,
+                 batch_size: int = 16) -> TrunkStates:
+    """Run the frozen part of ``model`` over every window once: the hidden states entering the top ``top`` layers
+    (``top`` > 0), or the pooled last-layer report vectors (``top`` = 0, head modes)."""
+    was = model.training
+    model.eval()
+    device = device or next(model.parameters()).device
+    n_layers = len(encoder_layers(model.encoder))
+    if top > n_layers:
+        raise ValueError(f"top_layers {top} exceeds the encoder's {n_layers} layers")
+    order = np.argsort([sum(len(c) for c in ch) for ch in win.chunks], kind="stable")
+    pooled, win_states, win_masks, rows = {}, [], [], [[] for _ in range(len(win))]
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        xs = {k: v.to(device) for k, v in collate(win, idx, pad_id).items()}
+        B, K, L = xs["input_ids"].shape
+        total = count = 0.0
+        for k in range(K):
+            has = xs["attention_mask"][:, k, 0].bool().cpu()
+            sel = has.nonzero().squeeze(1)
+            m = xs["attention_mask"][sel, k]
+            out = model.encoder(input_ids=xs["input_ids"][sel, k], attention_mask=m,
+                                token_type_ids=xs["token_type_ids"][sel, k], position_ids=xs["position_ids"][sel, k],
+                                output_hidden_states=top > 0)
+            if top == 0:
+                t, c = pool_window(out.last_hidden_state, m, model.pooling)
+                z = torch.zeros((B,) + t.shape[1:], dtype=t.dtype, device=t.device)
+                zc = torch.zeros((B,) + c.shape[1:], dtype=c.dtype, device=c.device)
+                total, count = total + z.index_add(0, sel.to(z.device), t), count + zc.index_add(0, sel.to(z.device), c)
+                continue
+            h = out.hidden_states[n_layers - top].float().cpu()
+            for j, b in enumerate(sel.tolist()):
+                rows[int(idx[b])].append(len(win_states))
+                win_states.append(h[j])
+                win_masks.append(m[j].cpu())
+        if top == 0:
+            v = (total / count.clamp(min=1)).float().cpu()
+            for b, i_rep in enumerate(idx):
+                pooled[int(i_rep)] = v[b]
+    model.train(was)
+    if top == 0:
+        feats = torch.stack([pooled[i] for i in range(len(win))]) if len(win) else torch.zeros((0, 0))
+        return TrunkStates(feats, torch.ones((len(win), 1), dtype=torch.long), None)
+    L = max((len(m) for m in win_masks), default=1)
+    D = win_states[0].shape[-1] if win_states else 1
+    states = torch.zeros((len(win_states) + 1, L, D))
+    mask = torch.zeros((len(win_states) + 1, L), dtype=torch.long)
+    for j, (h, m) in enumerate(zip(win_states, win_masks)):
+        states[j, :len(h)] = h
+        mask[j, :len(m)] = m
+    K = max((len(r) for r in rows), default=1)
+    pad_row = len(win_states)
+    idx_rows = torch.tensor([r + [pad_row] * (K - len(r)) for r in rows], dtype=torch.long)
+    return TrunkStates(states, mask, idx_rows)
+
+
+def cached_trunk_states(model: ReportClassifier, win: Windows, pad_id: int, top: int, key: tuple,
+                        device=None) -> TrunkStates:
+    """:func:`trunk_states`, memoised in-process on ``key`` (what determines the frozen layers' output: encoder files,
+    initial weights, windows): the runs of a grid that share an encoder, init and data share one encoding."""
+    full_key = (*key, top, model.pooling if top == 0 else "", hashlib.sha256(
+        json.dumps(win.chunks).encode()).hexdigest())
+    if full_key not in _TRUNK_CACHE:
+        if len(_TRUNK_CACHE) >= 6:
+            _TRUNK_CACHE.pop(next(iter(_TRUNK_CACHE)))
+        _TRUNK_CACHE[full_key] = trunk_states(model, win, pad_id, top, device)
+    return _TRUNK_CACHE[full_key]
+
+
+def state_digest(state: dict | None) -> str:
+    """sha256 of a state dict (names, dtypes, shapes and bytes of every tensor); "" for None."""
+    if state is None:
+        return ""
+    h = hashlib.sha256(b"state-v1\x00")
+    for name in sorted(state):
+        t = state[name]
+        if isinstance(t, torch.Tensor):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}\x00{t.dtype}\x00{tuple(t.shape)}\x00".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            h.update(f"{name}\x00{t!r}\x00".encode())
+    return h.hexdigest()
 
 
 def load_encoder(path: str):
@@ -228,14 +412,23 @@ def build_model(cfg: TrainConfig, encoder_path: str, n_labels: int, init_state: 
         missing, unexpected = model.load_state_dict(init_state, strict=False)
         if unexpected:
             raise ValueError(f"init_state has parameters the model lacks: {unexpected[:5]}")
+    top = 0 if cfg.head_only else cfg.top_layers
+    n_layers = len(encoder_layers(enc)) if cfg.frozen_trunk else 0
+    if top > n_layers:
+        raise ValueError(f"top_layers {top} exceeds the encoder's {n_layers} layers")
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
+        extra = {"layers_to_transform": list(range(n_layers - top, n_layers))} if top else {}
         lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=list(cfg.lora_targets), bias="none")
+                          target_modules=list(cfg.lora_targets), bias="none", **extra)
         model.encoder = get_peft_model(model.encoder, lcfg)
-        for p in model.head.parameters():
-            p.requires_grad = True
+    elif cfg.frozen_trunk:  # full modes with top_layers, head modes: only the top layers (if any) train
+        trained = {id(p) for layer in (list(encoder_layers(enc))[n_layers - top:] if top else []) for p in layer.parameters()}
+        for p in model.encoder.parameters():
+            p.requires_grad = id(p) in trained
+    for p in model.head.parameters():
+        p.requires_grad = True
     return tok, model
 
 
@@ -262,7 +455,9 @@ class TrainResult:
     truncated: int
     n_train: int
     tokenizer: object = None
-    samples_per_second: float = float("nan")
+    samples_per_second: float = float("nan")  # reports per second through the training steps
+    trunk_seconds: float = 0.0  # encoding the frozen layers once (0 when a grid run before paid for it)
+    trunk_key: tuple | None = None  # what the frozen layers' output depends on (frozen-trunk runs)
 
     def state_dict(self) -> dict:
         """Plain (merged) weights: LoRA adapters folded into the encoder, loadable by a non-LoRA model."""
@@ -301,10 +496,27 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
     tok, model = build_model(cfg, encoder_path, Y_train.shape[1], init_state)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     win = windows(tok, train_texts, cfg.max_length, cfg.stride, cfg.max_chunks)
+    val = windows(tok, val_texts, cfg.max_length, cfg.stride, cfg.max_chunks) if val_texts is not None else None
     n = len(win)
     y_all = torch.tensor(Y_train)
-    head = list(model.head.parameters())
-    body = [p for n_, p in model.named_parameters() if p.requires_grad and not n_.startswith("head.")]
+    model.to(device)
+    t_trunk = time.time()
+    if cfg.frozen_trunk:
+        # the frozen layers' output never changes: encode every report once, then train the top over the cache
+        top = 0 if cfg.head_only else cfg.top_layers
+        key = (str(encoder_path), state_digest(init_state), cfg.max_length, cfg.stride, cfg.max_chunks)
+        trunk = cached_trunk_states(model, win, pad, top, key, device)
+        val_trunk = cached_trunk_states(model, val, pad, top, key, device) if val is not None else None
+        net = TopClassifier(model, top)
+        outside = {id(p) for p in model.parameters() if p.requires_grad} - {id(p) for p in net.parameters()}
+        if outside:
+            raise RuntimeError(f"{len(outside)} trainable tensors lie below the top {top} layers; they would never train")
+        inputs = trunk.batch
+    else:
+        net, inputs = model, (lambda idx: collate(win, idx, pad))
+    t_trunk = time.time() - t_trunk
+    head = list(net.head.parameters())
+    body = [p for n_, p in net.named_parameters() if p.requires_grad and not n_.startswith("head.")]
     world = _world_size()
     if world > 1 and not cfg.private:  # DP modes: opacus draws each rank's Poisson sample itself
         from torch.utils.data.distributed import DistributedSampler
@@ -314,14 +526,13 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
     else:
         loader = DataLoader(TensorDataset(torch.arange(n)), batch_size=cfg.batch_size, shuffle=True,
                             generator=torch.Generator().manual_seed(cfg.seed))
-    model.to(device)
     if world > 1:  # multi-process (torchrun): opacus's DP wrapper averages clipped, noised gradients across ranks
         if cfg.private:
             from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
 
-            model = DPDDP(model)
+            net = DPDDP(net)
         else:
-            model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     if _world_size() > 1 and cfg.grad_sample_mode == "ghost":
         raise ValueError("ghost clipping is not supported with multi-process training here; use grad_sample_mode='hooks'")
     opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}], weight_decay=0.0)
@@ -331,15 +542,15 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
         from opacus import PrivacyEngine
 
         engine = PrivacyEngine(accountant="prv", secure_mode=False)
-        kw = dict(module=model, optimizer=opt, data_loader=loader, target_epsilon=cfg.epsilon, target_delta=delta,
+        kw = dict(module=net, optimizer=opt, data_loader=loader, target_epsilon=cfg.epsilon, target_delta=delta,
                   epochs=cfg.epochs, max_grad_norm=cfg.max_grad_norm, poisson_sampling=True,
                   grad_sample_mode=cfg.grad_sample_mode)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if cfg.grad_sample_mode == "ghost":
-                model, opt, criterion, loader = engine.make_private_with_epsilon(criterion=_PerSampleBCE(), **kw)
+                net, opt, criterion, loader = engine.make_private_with_epsilon(criterion=_PerSampleBCE(), **kw)
             else:
-                model, opt, loader = engine.make_private_with_epsilon(**kw)
+                net, opt, loader = engine.make_private_with_epsilon(**kw)
         logical_steps = len(loader)  # Poisson batches per epoch: what the accountant counts
         # Poisson batches vary in size: cap what goes through the encoder at once (as opacus's BatchMemoryManager
         # does) so DP's peak memory is that of a non-private batch of physical_batch_size reports; the logical
@@ -347,10 +558,9 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
         from opacus.utils.batch_memory_manager import wrap_data_loader
 
         loader = wrap_data_loader(data_loader=loader, max_batch_size=cfg.physical_batch_size, optimizer=opt)
-    val = windows(tok, val_texts, cfg.max_length, cfg.stride, cfg.max_chunks) if val_texts is not None else None
     history, t0, seen = [], time.time(), 0
     for epoch in range(cfg.epochs):
-        model.train()
+        net.train()
         losses = []
         for (idx,) in tqdm(loader, disable=not progress, desc=f"{cfg.mode} epoch {epoch + 1}/{cfg.epochs}"):
             opt.zero_grad(set_to_none=True)
@@ -363,9 +573,9 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
                             p.grad_sample = torch.zeros((0, *p.shape), device=p.device)
                     opt.step()
                 continue
-            xs = {k: v.to(device) for k, v in collate(win, idx, pad).items()}
+            xs = {k: v.to(device) for k, v in inputs(idx).items()}
             y = y_all[idx].to(device)
-            logits = model(**xs)
+            logits = net(**xs)
             if criterion is not None:
                 loss = criterion(logits, y)
             else:
@@ -376,10 +586,12 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
             seen += len(idx)
         rec = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan")}
         if val is not None:
-            logits = torch.tensor(predict_logits(model, val, pad, device))
+            logits = torch.tensor(predict_cached(net, val_trunk, device) if cfg.frozen_trunk else
+                                  predict_logits(net, val, pad, device))
             rec["val_loss"] = float(_per_sample_bce(logits, torch.tensor(np.asarray(Y_val, dtype=np.float32))).mean())
         history.append(rec)
-    seconds = time.time() - t0
+    loop_seconds = time.time() - t0
+    seconds = loop_seconds + t_trunk  # the frozen layers' encoding counts once, in the run that paid for it
     if engine is not None:
         from radpriv.dp.accounting import audit
 
@@ -389,18 +601,33 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
                       "target_epsilon": cfg.epsilon, "opacus_epsilon": eps, **audit(sigma, q, steps, delta)}
         if eps > cfg.epsilon * 1.02:
             raise RuntimeError(f"achieved ε {eps:.4f} exceeds the target {cfg.epsilon}")
-    plain = model
+    plain = net
     while hasattr(plain, "_module") or isinstance(plain, nn.parallel.DistributedDataParallel) or \
             type(plain).__name__ == "DifferentiallyPrivateDistributedDataParallel":
         plain = plain._module if hasattr(plain, "_module") else plain.module
     if engine is not None:  # drop opacus hooks so the returned model is a plain module
         try:
-            model.remove_hooks()
+            net.remove_hooks()
         except Exception:  # pragma: no cover - already removed
             pass
+    if cfg.frozen_trunk:  # the trained top shares its modules with the whole classifier, which reads raw text
+        plain = model
     plain.dense = False  # hooks are gone: inference may skip absent windows
     return TrainResult(cfg, plain, history, eps, accounting, seconds, win.truncated, n, tok,
-                       seen / seconds if seconds > 0 else float("nan"))
+                       seen / loop_seconds if loop_seconds > 0 else float("nan"), t_trunk,
+                       key if cfg.frozen_trunk else None)
+
+
+@torch.no_grad()
+def predict_cached(net: nn.Module, trunk: TrunkStates, device=None, batch_size: int = 32) -> np.ndarray:
+    """Logits of a :class:`TopClassifier` (or its opacus wrapper) over cached trunk states, in report order."""
+    was = net.training
+    net.eval()
+    device = device or next(net.parameters()).device
+    outs = [net(**{k: v.to(device) for k, v in trunk.batch(range(i, min(i + batch_size, len(trunk)))).items()}).float().cpu()
+            for i in range(0, len(trunk), batch_size)]
+    net.train(was)
+    return torch.cat(outs).numpy() if outs else np.zeros((0, 0))
 
 
 @torch.no_grad()
@@ -429,7 +656,13 @@ def predict_proba(result: TrainResult, texts, encoder_path: str | None = None) -
     c = result.config
     win = windows(tok, texts, c.max_length, c.stride, c.max_chunks)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    return 1 / (1 + np.exp(-predict_logits(result.model, win, pad)))
+    if c.frozen_trunk and result.trunk_key is not None:  # the frozen layers' output is shared by a grid's runs
+        top = 0 if c.head_only else c.top_layers
+        net = TopClassifier(result.model, top)
+        logits = predict_cached(net, cached_trunk_states(result.model, win, pad, top, result.trunk_key))
+    else:
+        logits = predict_logits(result.model, win, pad)
+    return 1 / (1 + np.exp(-logits))
 
 
 # ---------------------------------------------------------------------------------------------
