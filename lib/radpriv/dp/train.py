@@ -122,6 +122,11 @@ class TrainConfig:
         """Training runs over cached outputs of frozen encoder layers (head modes, or ``top_layers`` > 0)."""
         return self.head_only or self.top_layers > 0
 
+    @property
+    def trained_top(self) -> int:
+        """Encoder layers that train above the frozen trunk: 0 in the head modes, else ``top_layers``."""
+        return 0 if self.head_only else self.top_layers
+
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
         d["epsilon"] = None if math.isinf(self.epsilon) else self.epsilon
@@ -206,6 +211,10 @@ class ReportClassifier(nn.Module):
         self.dense = True
 
     def forward(self, input_ids, attention_mask, token_type_ids, position_ids):
+        return self.head(self.pooled(input_ids, attention_mask, token_type_ids, position_ids))
+
+    def pooled(self, input_ids, attention_mask, token_type_ids, position_ids):
+        """The report vectors the head reads: encoder states pooled over all windows of each report."""
         total = count = 0.0
         for k in range(input_ids.shape[1]):
             has = attention_mask[:, k, 0].bool()  # reports with a k-th window (every report has window 0)
@@ -218,7 +227,7 @@ class ReportClassifier(nn.Module):
                 total, count = total + t, count + c
             else:
                 total, count = total.index_add(0, rows, t), count.index_add(0, rows, c)
-        return self.head(total / count.clamp(min=1))
+        return total / count.clamp(min=1)
 
 
 def pool_window(out: torch.Tensor, mask: torch.Tensor, pooling: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -315,34 +324,27 @@ def trunk_states(model: ReportClassifier, win: Windows, pad_id: int, top: int, d
         raise ValueError(f"top_layers {top} exceeds the encoder's {n_layers} layers")
     order = np.argsort([sum(len(c) for c in ch) for ch in win.chunks], kind="stable")
     pooled, win_states, win_masks, rows = {}, [], [], [[] for _ in range(len(win))]
+    dense, model.dense = model.dense, False  # absent windows skipped: the same vectors, less work
     for i in range(0, len(order), batch_size):
         idx = order[i:i + batch_size]
         xs = {k: v.to(device) for k, v in collate(win, idx, pad_id).items()}
-        B, K, L = xs["input_ids"].shape
-        total = count = 0.0
-        for k in range(K):
-            has = xs["attention_mask"][:, k, 0].bool().cpu()
-            sel = has.nonzero().squeeze(1)
+        if top == 0:  # head modes: the report vectors themselves
+            for b, v in zip(idx, model.pooled(**xs).float().cpu()):
+                pooled[int(b)] = v
+            continue
+        for k in range(xs["input_ids"].shape[1]):
+            sel = xs["attention_mask"][:, k, 0].bool().cpu().nonzero().squeeze(1)
             m = xs["attention_mask"][sel, k]
             out = model.encoder(input_ids=xs["input_ids"][sel, k], attention_mask=m,
                                 token_type_ids=xs["token_type_ids"][sel, k], position_ids=xs["position_ids"][sel, k],
-                                output_hidden_states=top > 0)
-            if top == 0:
-                t, c = pool_window(out.last_hidden_state, m, model.pooling)
-                z = torch.zeros((B,) + t.shape[1:], dtype=t.dtype, device=t.device)
-                zc = torch.zeros((B,) + c.shape[1:], dtype=c.dtype, device=c.device)
-                total, count = total + z.index_add(0, sel.to(z.device), t), count + zc.index_add(0, sel.to(z.device), c)
-                continue
+                                output_hidden_states=True)
             h = out.hidden_states[n_layers - top].float().cpu()
             for j, b in enumerate(sel.tolist()):
                 rows[int(idx[b])].append(len(win_states))
                 win_states.append(h[j])
                 win_masks.append(m[j].cpu())
-        if top == 0:
-            v = (total / count.clamp(min=1)).float().cpu()
-            for b, i_rep in enumerate(idx):
-                pooled[int(i_rep)] = v[b]
     model.train(was)
+    model.dense = dense
     if top == 0:
         feats = torch.stack([pooled[i] for i in range(len(win))]) if len(win) else torch.zeros((0, 0))
         return TrunkStates(feats, torch.ones((len(win), 1), dtype=torch.long), None)
@@ -412,7 +414,7 @@ def build_model(cfg: TrainConfig, encoder_path: str, n_labels: int, init_state: 
         missing, unexpected = model.load_state_dict(init_state, strict=False)
         if unexpected:
             raise ValueError(f"init_state has parameters the model lacks: {unexpected[:5]}")
-    top = 0 if cfg.head_only else cfg.top_layers
+    top = cfg.trained_top
     n_layers = len(encoder_layers(enc)) if cfg.frozen_trunk else 0
     if top > n_layers:
         raise ValueError(f"top_layers {top} exceeds the encoder's {n_layers} layers")
@@ -503,7 +505,7 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
     t_trunk = time.time()
     if cfg.frozen_trunk:
         # the frozen layers' output never changes: encode every report once, then train the top over the cache
-        top = 0 if cfg.head_only else cfg.top_layers
+        top = cfg.trained_top
         key = (str(encoder_path), state_digest(init_state), cfg.max_length, cfg.stride, cfg.max_chunks)
         trunk = cached_trunk_states(model, win, pad, top, key, device)
         val_trunk = cached_trunk_states(model, val, pad, top, key, device) if val is not None else None
@@ -657,7 +659,7 @@ def predict_proba(result: TrainResult, texts, encoder_path: str | None = None) -
     win = windows(tok, texts, c.max_length, c.stride, c.max_chunks)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     if c.frozen_trunk and result.trunk_key is not None:  # the frozen layers' output is shared by a grid's runs
-        top = 0 if c.head_only else c.top_layers
+        top = c.trained_top
         net = TopClassifier(result.model, top)
         logits = predict_cached(net, cached_trunk_states(result.model, win, pad, top, result.trunk_key))
     else:
