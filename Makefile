@@ -23,6 +23,8 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
+# OpenMP workers (llama.cpp, torch) sleep while they wait, so a second CPU job slows a run in proportion
+export OMP_WAIT_POLICY ?= PASSIVE
 # llama.cpp is built for a portable x86-64 (AVX2) target so a cached wheel runs on any CI machine.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 

@@ -129,10 +129,12 @@ def test_execute_renders_reader_and_reviewer_html_and_index(tmp_path, monkeypatc
     assert "hellohello" in reader and "SECRET_CODE_LINE" not in reader
     assert "SECRET_CODE_LINE" in reviewer
     assert 'href="toy.html"' in (out / "index.html").read_text()
-    assert json.loads((out / "toy.run.json").read_text())["parameters"]["greeting"] == "hello"
+    record = json.loads((out / "toy.run.json").read_text())
+    assert record["parameters"]["greeting"] == "hello"
+    assert record["profile"] == "smoke" and len(record["cells_s"]) == 2  # code cells; not the injected one
 
 
-def test_failed_notebook_is_rendered_and_reported(tmp_path, monkeypatch):
+def test_failed_notebook_is_rendered_and_reported(tmp_path, monkeypatch, capsys):
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
     nb = nbformat.v4.new_notebook()
@@ -144,3 +146,7 @@ def test_failed_notebook_is_rendered_and_reported(tmp_path, monkeypatch):
         run.execute("bad", "smoke", out_dir=tmp_path / "r")
     assert "boom in cell" in (tmp_path / "r" / "bad.html").read_text()
     assert json.loads((tmp_path / "r" / "bad.run.json").read_text())["status"] == "failed"
+    assert "bad (smoke): cell 1 of 1 failed, " in capsys.readouterr().err
+    timings = json.loads((tmp_path / "r" / "timings.json").read_text())
+    assert timings["bad"]["smoke"]["status"] == "failed" and len(timings["bad"]["smoke"]["cells_s"]) == 1
+    assert "failed after" in (tmp_path / "r" / "index.html").read_text()

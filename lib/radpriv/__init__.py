@@ -13,4 +13,13 @@ The library is small and shallow; a module's name says what lives in it:
 - ``run``        papermill execution, HTML rendering, provenance
 """
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# OpenMP worker threads (llama.cpp's ggml and torch both use OpenMP) sleep while they wait instead of
+# spinning: on a laptop shared with another CPU-heavy job, spinning workers steal the cores the busy
+# threads need and two jobs slow each other several-fold (bench/llm_floor.py measures it). Set here,
+# before either library is loaded, by every entry point (CLI, runner, notebook kernel); a value the user
+# set is kept.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -13,8 +13,14 @@ For each notebook ``notebooks/<stem>.ipynb`` the parameters come from
 - ``reports/<stem>.html``          the reader's report (no code cells)
 - ``reports/code/<stem>.html``     the reviewer's report (with code)
 - ``reports/_executed/<stem>.ipynb`` the executed notebook
-- ``reports/<stem>.run.json``      profile, parameters, status, wall time
-- ``reports/index.html``           links to all of them
+- ``reports/<stem>.run.json``      profile, parameters, status, wall time, seconds of each code cell
+- ``reports/timings.json``         the latest run of every notebook and profile (smoke/default/full side by side)
+- ``reports/index.html``           links to all of them, the question each answers, and a timing table beside
+                                   the published budgets (``notebooks/params/timings.yaml``)
+
+While a notebook runs, one line per completed code cell goes to the runner's stderr (never into a report):
+``cell n of m``, elapsed time and the time expected from the last run of the same notebook and profile (else
+the reference budget). ``--quiet`` or ``RADPRIV_PROGRESS=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -414,10 +420,329 @@ def _kernel_env(allow_hosts, results_dir: Path | None = None) -> Iterator[None]:
                 os.environ[k] = v
 
 
+# ---------------------------------------------------------------------------------------------
+# progress in the terminal + timings (never in the reports)
+# ---------------------------------------------------------------------------------------------
+PROGRESS_ENV = "RADPRIV_PROGRESS"
+TIMINGS_FILE = "timings.json"
+#: profile keys of notebooks/params/timings.yaml: the three profiles, and `default` re-run with a warm cache
+REFERENCE_KEYS = PROFILES + ("cached_default",)
+REFERENCE_MEASURED_KEYS = ("date", "machine", "cpu_count", "note")
+REFERENCE_LABEL = "reference, 2 idle cores"
+ENGINE_NAME = "radpriv-progress"
+
+#: The question each notebook answers (the front page shows it beside the report).
+NOTEBOOK_QUESTIONS = {
+    "00_data_overview": "What do the embedded corpora look like, and how good is a rule-based (NegEx/ConText) labeler?",
+    "01_cmr_llm_benchmark": "Can several local open LLMs classify cardiac MRI reports into diagnostic categories?",
+    "02_label_extraction": "Can an LLM fill a finding template with true/false/uncertain, and does inclusive vs "
+                           "exclusive uncertainty mapping change downstream models?",
+    "03_dp_lora": "What does DP-SGD + LoRA fine-tuning cost in utility across a privacy grid?",
+    "04_privacy_audit": "What does differential privacy buy against memorization and membership inference?",
+}
+
+
+class TimingsError(ValueError):
+    """notebooks/params/timings.yaml (the published reference budgets) is malformed."""
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``m:ss`` (``h:mm:ss`` from an hour on); ``–`` for no value."""
+    if seconds is None:
+        return "–"
+    s = int(round(max(0.0, float(seconds))))
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _parse_seconds(value: Any, where: str) -> float | None:
+    """A budget as seconds: a number, or ``"m:ss"`` / ``"h:mm:ss"``; None stays None (not measured)."""
+    import re
+
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    if isinstance(value, str) and re.fullmatch(r"\d+(:[0-5]\d){1,2}", value.strip()):
+        secs = 0
+        for part in value.strip().split(":"):
+            secs = secs * 60 + int(part)
+        return float(secs)
+    raise TimingsError(f"{where}: must be seconds (a number >= 0, or \"m:ss\"/\"h:mm:ss\") or null, "
+                       f"got {json.dumps(value, default=str)}")
+
+
+def reference_timings(path: str | Path | None = None) -> dict:
+    """The published reference wall times (``notebooks/params/timings.yaml``), validated.
+
+    Returns ``{"path", "measured": {date, machine, cpu_count, note}, "notebooks": {stem: {profile: seconds or
+    None}}}`` with every notebook of NOTEBOOK_ORDER and every key of REFERENCE_KEYS present (None: not
+    measured). A missing default file gives all None; a malformed one raises :class:`TimingsError` naming the
+    file and the key."""
+    explicit = path is not None
+    path = Path(path) if explicit else paths.PARAMS / "timings.yaml"
+    known = list(NOTEBOOK_ORDER) + sorted(p.stem for p in paths.NOTEBOOKS.glob("*.ipynb")
+                                          if p.stem not in NOTEBOOK_ORDER)
+    out: dict[str, Any] = {"path": str(path), "measured": {k: None for k in REFERENCE_MEASURED_KEYS},
+                           "notebooks": {s: {k: None for k in REFERENCE_KEYS} for s in NOTEBOOK_ORDER}}
+    if not path.exists():
+        if explicit:
+            raise TimingsError(f"{path}: no such file")
+        return out
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise TimingsError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(doc, dict):
+        raise TimingsError(f"{path}: must be a mapping with the keys measured, notebooks; got {type(doc).__name__}")
+    for key in doc:
+        if key not in ("measured", "notebooks"):
+            raise TimingsError(f"{path}: unknown key {key!r} (known: measured, notebooks)")
+    measured = doc.get("measured") or {}
+    if not isinstance(measured, dict):
+        raise TimingsError(f"{path}: measured: must be a mapping of {', '.join(REFERENCE_MEASURED_KEYS)}")
+    for key, value in measured.items():
+        if key not in REFERENCE_MEASURED_KEYS:
+            raise TimingsError(f"{path}: measured.{key}: unknown key (known: {', '.join(REFERENCE_MEASURED_KEYS)})")
+        out["measured"][key] = None if value is None else str(value)
+    notebooks = doc.get("notebooks") or {}
+    if not isinstance(notebooks, dict):
+        raise TimingsError(f"{path}: notebooks: must be a mapping of notebook stem -> budgets per profile")
+    for stem, budgets in notebooks.items():
+        if stem not in known:
+            raise TimingsError(f"{path}: notebooks.{stem}: unknown notebook (known: {', '.join(known)})")
+        row = out["notebooks"].setdefault(stem, {k: None for k in REFERENCE_KEYS})
+        if budgets is None:
+            continue
+        if not isinstance(budgets, dict):
+            raise TimingsError(f"{path}: notebooks.{stem}: must be a mapping of profile -> seconds, e.g. "
+                               f"{{smoke: 150, default: null}}")
+        for profile, value in budgets.items():
+            if profile not in REFERENCE_KEYS:
+                raise TimingsError(f"{path}: notebooks.{stem}.{profile}: unknown profile "
+                                   f"(known: {', '.join(REFERENCE_KEYS)})")
+            row[profile] = _parse_seconds(value, f"{path}: notebooks.{stem}.{profile}")
+    return out
+
+
+def _reference_or_warn(path: str | Path | None = None) -> dict | None:
+    """The reference budgets, or None after a warning on stderr (a typo in the budgets must not stop a run)."""
+    try:
+        return reference_timings(path)
+    except TimingsError as exc:
+        print(f"warning: reference timings ignored: {exc}", file=sys.stderr, flush=True)
+        return None
+
+
+def read_timings(out_dir: str | Path | None = None) -> dict:
+    """``<out>/timings.json``: the latest run per notebook and profile ({} if none or unreadable)."""
+    path = Path(out_dir or paths.REPORTS) / TIMINGS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _update_timings(out_dir: Path, record: Mapping[str, Any], params_sha: str) -> Path:
+    data = read_timings(out_dir)
+    entry = {"wall_time_s": record["wall_time_s"], "started": record["started"], "status": record["status"],
+             "cpu_count": record.get("cpu_count"), "cells_s": list(record.get("cells_s") or []),
+             "parameters_sha256": params_sha}
+    per_stem = data.get(record["notebook"])
+    if not isinstance(per_stem, dict):
+        per_stem = data[record["notebook"]] = {}
+    per_stem[record["profile"]] = entry
+    path = out_dir / TIMINGS_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _params_sha(params: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def expected_time(stem: str, profile: str, out_dir: str | Path | None = None,
+                  params: Mapping[str, Any] | None = None, reference: Mapping[str, Any] | None = None) -> dict | None:
+    """What a run of ``stem`` with ``profile`` is expected to take: the last successful run of the same
+    notebook and profile in ``out_dir`` (its per-cell seconds too), else the published reference budget.
+    ``{"total_s", "cells_s" (list or None), "source" (words for the progress line)}``, or None."""
+    out_dir = Path(out_dir or paths.REPORTS)
+    last = (read_timings(out_dir).get(stem) or {}).get(profile)
+    if not isinstance(last, dict):  # a run record from before timings.json existed
+        try:
+            rec = json.loads((out_dir / f"{stem}.run.json").read_text(encoding="utf-8"))
+            last = rec if rec.get("profile") == profile else None
+        except (OSError, ValueError):
+            last = None
+    if isinstance(last, dict) and last.get("status") == "ok" and last.get("wall_time_s") is not None:
+        source = "from the last run"
+        sha = last.get("parameters_sha256")
+        if params is not None and sha and sha != _params_sha(params):
+            source += " (other parameters)"
+        cells = last.get("cells_s")
+        return {"total_s": float(last["wall_time_s"]), "cells_s": cells if isinstance(cells, list) else None,
+                "source": source}
+    if reference is None:
+        reference = _reference_or_warn()
+    ref = ((reference or {}).get("notebooks") or {}).get(stem, {}).get(profile)
+    if ref is not None:
+        return {"total_s": float(ref), "cells_s": None, "source": f"({REFERENCE_LABEL})"}
+    return None
+
+
+def _progress_stream(quiet: bool | None = None):
+    """Where progress goes: the runner's stderr, unless ``quiet`` (or, when quiet is None, RADPRIV_PROGRESS=0)."""
+    if quiet is None:
+        quiet = os.environ.get(PROGRESS_ENV, "1").strip().lower() in ("0", "false", "no", "off")
+    return None if quiet else sys.stderr
+
+
+class RunProgress:
+    """Times each code cell of a papermill run and, given a stream, prints one line per completed code cell:
+    notebook, ``cell n of m``, elapsed wall time and the expected total (and what is left of it). On a TTY the
+    line is rewritten in place; otherwise (CI logs, files) every line is printed. Counts the notebook's own code
+    cells (papermill's injected-parameters cell is neither counted nor timed)."""
+
+    def __init__(self, stem: str, profile: str, n_cells: int, expected: Mapping[str, Any] | None = None,
+                 stream=None, t0: float | None = None):
+        self.stem, self.profile, self.n = stem, profile, n_cells
+        self.expected = dict(expected) if expected else None
+        self.stream = stream
+        self.t0 = time.time() if t0 is None else t0
+        self.cells_s: list[float] = []
+        self._index: dict[int, int] = {}
+        self._started: dict[int, float] = {}
+        self._open_line = False
+        try:
+            self.tty = bool(stream is not None and stream.isatty())
+        except (AttributeError, ValueError, OSError):
+            self.tty = False
+
+    # -- papermill hooks ----------------------------------------------------------------------
+    def attach(self, nb_man) -> None:
+        """Wrap ``nb_man.cell_start``/``cell_complete`` (papermill's NotebookExecutionManager)."""
+        self._index = {}
+        for i, cell in enumerate(nb_man.nb.cells):
+            tags = cell.get("metadata", {}).get("tags", [])
+            if cell.get("cell_type") == "code" and "injected-parameters" not in tags:
+                self._index[i] = len(self._index)
+        self.n = len(self._index)
+        start, complete = nb_man.cell_start, nb_man.cell_complete
+
+        def cell_start(cell, cell_index=None, **kwargs):
+            self._started[cell_index] = time.monotonic()
+            return start(cell, cell_index, **kwargs)
+
+        def cell_complete(cell, cell_index=None, **kwargs):
+            end = time.monotonic()
+            result = complete(cell, cell_index=cell_index, **kwargs)
+            if cell_index in self._index and cell_index in self._started:
+                failed = (cell.get("metadata", {}).get("papermill") or {}).get("status") == "failed"
+                self.cell_done(end - self._started[cell_index], failed=failed)
+            return result
+
+        nb_man.cell_start, nb_man.cell_complete = cell_start, cell_complete
+
+    # -- lines --------------------------------------------------------------------------------
+    def _expectation(self, elapsed: float, done: int) -> str:
+        exp = self.expected
+        if not exp:
+            return "no earlier run or reference budget to compare"
+        text = f"expected ~{fmt_duration(exp['total_s'])} {exp['source']}"
+        if done >= self.n:
+            return text
+        cells = exp.get("cells_s")
+        if cells and len(cells) == self.n:  # the same cells last time: what they took
+            return text + f", ~{fmt_duration(sum(float(c) for c in cells[done:]))} left"
+        left = exp["total_s"] - elapsed
+        return text + (f", ~{fmt_duration(left)} left" if left >= 0 else f", {fmt_duration(-left)} over it")
+
+    def start_line(self) -> str:
+        return f"{self.stem} ({self.profile}): starting, {self.n} code cells; " + self._expectation(0.0, self.n)
+
+    def line(self, failed: bool = False) -> str:
+        done = len(self.cells_s)
+        elapsed = time.time() - self.t0
+        what = f"cell {done} of {self.n} failed" if failed else f"cell {done} of {self.n}"
+        return f"{self.stem} ({self.profile}): {what}, {fmt_duration(elapsed)} elapsed; " + \
+            self._expectation(elapsed, done)
+
+    def emit(self, text: str) -> None:
+        if self.stream is None:
+            return
+        try:
+            if self.tty:
+                import shutil
+
+                width = shutil.get_terminal_size((100, 20)).columns - 1
+                self.stream.write("\r" + text[:max(width, 20)] + "\x1b[K")
+                self._open_line = True
+            else:
+                self.stream.write(text + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed or broken stderr never stops the run
+            self.stream = None
+
+    def cell_done(self, seconds: float, failed: bool = False) -> None:
+        self.cells_s.append(round(seconds, 2))
+        self.emit(self.line(failed))
+
+    def close(self) -> None:
+        """End a line rewritten in place (TTY)."""
+        if self._open_line and self.stream is not None:
+            try:
+                self.stream.write("\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+        self._open_line = False
+
+
+def _register_engine() -> str:
+    """Register (once) the papermill engine that reports cell progress to a :class:`RunProgress`."""
+    global _PROGRESS_ENGINE
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    if _PROGRESS_ENGINE is None:
+        class ProgressEngine(NBClientEngine):
+            """papermill's nbclient engine, with the manager's cell callbacks wrapped by a RunProgress."""
+
+            @classmethod
+            def execute_managed_notebook(cls, nb_man, kernel_name, radpriv_progress=None, **kwargs):
+                if radpriv_progress is not None:
+                    radpriv_progress.attach(nb_man)
+                return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+        _PROGRESS_ENGINE = ProgressEngine
+    papermill_engines.register(ENGINE_NAME, _PROGRESS_ENGINE)
+    return ENGINE_NAME
+
+
+_PROGRESS_ENGINE = None
+
+
+def _count_code_cells(nb_path: Path) -> int:
+    import nbformat
+
+    nb = nbformat.read(str(nb_path), as_version=4)
+    return sum(1 for c in nb.cells
+               if c.cell_type == "code" and "injected-parameters" not in c.get("metadata", {}).get("tags", []))
+
+
 def execute(stem: str, profile: str = "default", params_file: str | Path | None = None,
             overrides: Mapping[str, Any] | None = None, out_dir: str | Path | None = None,
-            kernel_name: str = KERNEL_NAME) -> dict:
-    """Run ``notebooks/<stem>.ipynb`` with papermill and render its HTML reports. Returns the run record."""
+            kernel_name: str = KERNEL_NAME, quiet: bool | None = None) -> dict:
+    """Run ``notebooks/<stem>.ipynb`` with papermill and render its HTML reports. Returns the run record.
+
+    While it runs, one progress line per completed code cell goes to stderr (never into the reports), with the
+    time expected from the last run of the same notebook and profile in ``out_dir``, else from the published
+    reference (:func:`reference_timings`); ``quiet=True`` (or, when quiet is None, ``RADPRIV_PROGRESS=0``)
+    turns it off. The run record (``<out>/<stem>.run.json``) holds the seconds of each code cell (``cells_s``),
+    and ``<out>/timings.json`` keeps the latest run of every notebook and profile side by side."""
     import papermill as pm
 
     out_dir = Path(out_dir or paths.REPORTS)
@@ -429,26 +754,36 @@ def execute(stem: str, profile: str = "default", params_file: str | Path | None 
     executed = out_dir / "_executed" / f"{stem}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"notebook": stem, "profile": profile, "parameters": params,
-                              "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+                              "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                              "cpu_count": os.cpu_count()}
     t0 = time.time()
+    progress = RunProgress(stem, profile, _count_code_cells(nb_in),
+                           expected_time(stem, profile, out_dir, params), _progress_stream(quiet), t0=t0)
+    progress.emit(progress.start_line())
     if kernel_name == KERNEL_NAME:
         ensure_kernel(kernel_name)
     allow = params.get("allow_hosts") or ()
     try:
         with _kernel_env([allow] if isinstance(allow, str) else allow, out_dir / "_results"):
+            # progress_bar/log_output off: progress goes to the terminal through our engine, never into the HTML
             pm.execute_notebook(str(nb_in), str(executed), parameters=params, kernel_name=kernel_name,
                                 language="python", cwd=str(paths.NOTEBOOKS), progress_bar=False,
-                                log_output=False)
+                                log_output=False, engine_name=_register_engine(), radpriv_progress=progress)
         record["status"] = "ok"
     except Exception as exc:  # the failed notebook is still rendered so the error is visible
         record["status"] = "failed"
         record["error"] = f"{type(exc).__name__}: {str(exc)[:2000]}"
+    finally:
+        progress.close()
     record["wall_time_s"] = round(time.time() - t0, 1)
+    record["code_cells"] = progress.n
+    record["cells_s"] = progress.cells_s
     if executed.exists():
         record["html"] = str(render_html(executed, out_dir / f"{stem}.html").relative_to(out_dir))
         record["html_code"] = str(render_html(executed, out_dir / "code" / f"{stem}.html",
                                               with_code=True).relative_to(out_dir))
     (out_dir / f"{stem}.run.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+    _update_timings(out_dir, record, _params_sha(params))
     write_index(out_dir)
     if record["status"] != "ok":
         raise RuntimeError(f"notebook {stem} failed after {record['wall_time_s']} s: {record['error']}\n"
@@ -456,26 +791,141 @@ def execute(stem: str, profile: str = "default", params_file: str | Path | None 
     return record
 
 
+def _order_key(stem: str) -> tuple:
+    return (NOTEBOOK_ORDER.index(stem), "") if stem in NOTEBOOK_ORDER else (len(NOTEBOOK_ORDER), stem)
+
+
+def _utc_label(iso: str | None) -> str:
+    """``2026-12-02 14:05 UTC`` from an ISO timestamp (the text itself when it does not parse)."""
+    if not iso:
+        return "–"
+    try:
+        t = _dt.datetime.fromisoformat(str(iso))
+    except ValueError:
+        return str(iso)
+    if t.tzinfo is not None:
+        t = t.astimezone(_dt.timezone.utc)
+    return t.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _timing_cell(entry: Mapping[str, Any] | None) -> tuple[str, float | None]:
+    """(HTML of one measured cell, seconds counted in the total or None)."""
+    if not isinstance(entry, Mapping) or entry.get("wall_time_s") is None:
+        return '<td class="num none">–</td>', None
+    secs = float(entry["wall_time_s"])
+    title = f"{secs:g} s, started {_utc_label(entry.get('started'))}"
+    if entry.get("cpu_count"):
+        title += f", {entry['cpu_count']} CPUs"
+    if entry.get("status") != "ok":
+        text = f"{entry.get('status') or 'unknown'} after {fmt_duration(secs)}"
+        return f'<td class="num failed" title="{html.escape(title)}">{html.escape(text)}</td>', None
+    return f'<td class="num" title="{html.escape(title)}">{html.escape(fmt_duration(secs))}</td>', secs
+
+
+def _total_cell(values: list[float | None], n_rows: int) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return '<td class="num none">–</td>'
+    text = fmt_duration(sum(known)) + ("" if len(known) == n_rows else f" ({len(known)} of {n_rows})")
+    return f'<td class="num">{html.escape(text)}</td>'
+
+
+_INDEX_CSS = """body{font-family:system-ui,sans-serif;max-width:64em;margin:2em auto;padding:0 1em;color:#222}
+body{line-height:1.4}table{border-collapse:collapse;margin:1em 0}
+td,th{padding:.3em .8em;text-align:left;vertical-align:top;border-bottom:1px solid #ddd}
+th{background:#f3f3f3}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.none{color:#999}td.failed{color:#a00}tr.total td{font-weight:bold;border-top:2px solid #999}
+td.q{color:#444;font-size:.95em}p.note{color:#555;font-size:.9em}"""
+
+
 def write_index(out_dir: str | Path | None = None) -> Path:
+    """``<out>/index.html``: every report with the question it answers, its profile and status; a timing table
+    (smoke/default/full as measured on this machine, from ``timings.json``, beside the published reference
+    budgets); the machine's CPU count and the date of the latest run. Plain HTML, inline CSS, no external
+    assets."""
     out_dir = Path(out_dir or paths.REPORTS)
+    esc = html.escape
+    records = []
+    for rec_path in out_dir.glob("*.run.json"):
+        try:
+            records.append(json.loads(rec_path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    records.sort(key=lambda r: _order_key(str(r.get("notebook", ""))))
     rows = []
-    for rec_path in sorted(out_dir.glob("*.run.json")):
-        rec = json.loads(rec_path.read_text(encoding="utf-8"))
-        name = rec["notebook"]
-        link = (f'<a href="{html.escape(rec["html"])}">{html.escape(name)}</a>' if rec.get("html")
-                else html.escape(name))
-        code = f' (<a href="{html.escape(rec["html_code"])}">with code</a>)' if rec.get("html_code") else ""
-        rows.append(f"<tr><td>{link}{code}</td><td>{html.escape(rec['profile'])}</td>"
-                    f"<td>{html.escape(rec['status'])}</td><td>{rec['wall_time_s']}</td>"
-                    f"<td>{html.escape(rec['started'])}</td></tr>")
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>radpriv reports</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:.3em .8em;text-align:left}}</style>
+    for rec in records:
+        name = str(rec["notebook"])
+        link = (f'<a href="{esc(rec["html"])}">{esc(name)}</a>' if rec.get("html") else esc(name))
+        code = f' (<a href="{esc(rec["html_code"])}">with code</a>)' if rec.get("html_code") else ""
+        wall = rec.get("wall_time_s")
+        rows.append(f"<tr><td>{link}{code}</td><td class=\"q\">{esc(NOTEBOOK_QUESTIONS.get(name, ''))}</td>"
+                    f"<td>{esc(str(rec.get('profile', '')))}</td><td>{esc(str(rec.get('status', '')))}</td>"
+                    f"<td class=\"num\">{esc(fmt_duration(wall))}</td>"
+                    f"<td>{esc(_utc_label(rec.get('started')))}</td></tr>")
+
+    timings = read_timings(out_dir)
+    reference = _reference_or_warn()
+    ref_rows = (reference or {}).get("notebooks") or {}
+    stems = sorted(set(NOTEBOOK_ORDER) | {s for s in timings if isinstance(timings.get(s), dict)}
+                   | {str(r.get("notebook")) for r in records}, key=_order_key)
+    columns: list[list[float | None]] = [[] for _ in PROFILES + REFERENCE_KEYS]
+    trows = []
+    for stem in stems:
+        cells = []
+        per_profile = timings.get(stem) if isinstance(timings.get(stem), dict) else {}
+        for j, profile in enumerate(PROFILES):
+            cell, secs = _timing_cell(per_profile.get(profile))
+            cells.append(cell)
+            columns[j].append(secs)
+        for j, key in enumerate(REFERENCE_KEYS, start=len(PROFILES)):
+            secs = (ref_rows.get(stem) or {}).get(key)
+            cells.append(f'<td class="num{"" if secs is not None else " none"}">{esc(fmt_duration(secs))}</td>')
+            columns[j].append(secs)
+        trows.append(f'<tr><th scope="row">{esc(stem)}</th>{"".join(cells)}</tr>')
+    trows.append('<tr class="total"><td>total</td>' + "".join(_total_cell(c, len(stems)) for c in columns)
+                 + "</tr>")
+
+    entries = [e for per in timings.values() if isinstance(per, dict) for e in per.values() if isinstance(e, dict)]
+    starts = [str(e["started"]) for e in entries if e.get("started")]
+    starts += [str(r["started"]) for r in records if r.get("started")]
+    cpus = sorted({int(e["cpu_count"]) for e in entries if isinstance(e.get("cpu_count"), int)})
+    here = os.cpu_count()
+    machine = f"This machine: {here} CPU cores ({esc(platform.platform())}, Python {esc(platform.python_version())})."
+    if cpus and cpus != [here]:
+        machine += f" The measured times were taken with {esc(', '.join(map(str, cpus)))} CPU cores."
+    latest = f" Latest run: {esc(_utc_label(max(starts)))}." if starts else " No notebook has run here yet."
+    measured = (reference or {}).get("measured") or {}
+    ref_note = (f"Reference budgets (<code>notebooks/params/timings.yaml</code>): "
+                f"{esc(measured.get('machine') or '2 CPU cores, no GPU')}, "
+                + (f"measured {esc(measured['date'])}" if measured.get("date") else "not measured yet")
+                + (f"; {esc(measured['note'])}" if measured.get("note") else "") + ".")
+    if reference is None:
+        ref_note = "Reference budgets: the budgets file is malformed (see the runner's warning)."
+    ref_heads = "".join(f'<th class="num">{esc("default, cached" if k == "cached_default" else k)}</th>'
+                        for k in REFERENCE_KEYS)
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>radpriv reports</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>{_INDEX_CSS}</style>
 </head><body><h1>radpriv reports</h1>
 <p>Privacy-preserving language models on radiology reports, re-run on this machine. Every report states
 its parameters, package versions, data sha256 and model hashes. Reports on the embedded default use
 <b>synthetic</b> reports generated by the project.</p>
-<table><thead><tr><th>report</th><th>profile</th><th>status</th><th>wall time (s)</th><th>started (UTC)</th></tr></thead>
-<tbody>{''.join(rows)}</tbody></table></body></html>"""
+<p>{machine}{latest}</p>
+<h2>Reports</h2>
+<table><thead><tr><th>report</th><th>question</th><th>profile</th><th>status</th><th class="num">wall time</th>
+<th>started</th></tr></thead>
+<tbody>{''.join(rows) or '<tr><td colspan="6"><i>no notebook has run yet</i></td></tr>'}</tbody></table>
+<h2>Timings</h2>
+<p>Wall time per notebook (m:ss), measured on this machine (the latest run of each profile; a failed run shows
+how far it got) beside the published reference budgets, measured one job at a time on 2 idle CPU cores.
+“default, cached” is the default profile run again with the model answers already cached.</p>
+<table id="timings"><thead>
+<tr><th rowspan="2">notebook</th><th colspan="{len(PROFILES)}">measured here</th>
+<th colspan="{len(REFERENCE_KEYS)}">reference (2 idle cores)</th></tr>
+<tr>{''.join(f'<th class="num">{esc(p)}</th>' for p in PROFILES)}{ref_heads}</tr>
+</thead><tbody>{''.join(trows)}</tbody></table>
+<p class="note">{ref_note}</p>
+</body></html>"""
     out = out_dir / "index.html"
     out.write_text(page, encoding="utf-8")
     return out
@@ -497,6 +947,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-p", dest="overrides", action="append", type=_parse_override, default=[],
                     metavar="NAME=VALUE", help="scalar parameter override (YAML-parsed)")
     ap.add_argument("--out", help="output directory (default: reports/)")
+    ap.add_argument("-q", "--quiet", action="store_true", default=None,
+                    help=f"no per-cell progress lines on stderr (also: {PROGRESS_ENV}=0)")
     ap.add_argument("--install-kernel", action="store_true", help="install the network-guarded `radpriv` kernel "
                     "spec into this environment and exit")
     args = ap.parse_args(argv)
@@ -524,7 +976,7 @@ def main(argv: list[str] | None = None) -> int:
     for stem in stems:
         print(f">> {stem} ({args.profile})", flush=True)
         try:
-            rec = execute(stem, args.profile, args.params, dict(args.overrides), args.out)
+            rec = execute(stem, args.profile, args.params, dict(args.overrides), args.out, quiet=args.quiet)
             print(f"   ok in {rec['wall_time_s']} s -> reports/{rec['html']}", flush=True)
         except Exception as exc:
             print(f"   FAILED: {exc}", file=sys.stderr, flush=True)
