@@ -3,8 +3,8 @@
 A run is cached on the hash of everything that determines it (:func:`run_key_parts` lists them, and every
 cached record keeps that list under ``key_parts``):
 
-* the training config (every field but the stamped radpriv ``version``: mode, ε, δ, seed, batch sizes, rates,
-  windows, LoRA settings, …) and the device the run really uses (a ``cuda`` config on a machine without CUDA
+* the training config (every field but the stamped radpriv ``version`` and ``memory_budget_gb``: mode, ε, δ,
+  seed, batch sizes, rates, windows, LoRA settings, …) and the device the run really uses (a ``cuda`` config on a machine without CUDA
   trains on the CPU, and CPU and GPU numerics differ);
 * the encoder: :func:`encoder_fingerprint`, the sha256 of every file of the checkpoint directory (weights,
   config, tokenizer), not just names and sizes;
@@ -215,11 +215,20 @@ def f1_scores(Y: np.ndarray, P: np.ndarray, th: np.ndarray, n_resamples: int = 1
     return out
 
 
+#: config fields that do not change a run's result, left out of its key: the stamped radpriv ``version`` (the code
+#: itself is keyed by :data:`TRAINING_CODE_VERSION`, which a version bump alone does not change) and
+#: ``memory_budget_gb``, which only decides how many reports go through the encoder at once (DP: the physical
+#: batches a Poisson batch is split into before its one noisy step; non-private: gradient-accumulation
+#: micro-batches): the same model up to float rounding (tests/test_dp_memory.py), so a run cached on a machine
+#: with another budget is reused. The record keeps the budget and the physical batch it used.
+_NOT_IN_KEY = ("version", "memory_budget_gb")
+
+
 def _config_dict(cfg: TrainConfig) -> dict:
-    """The config as the key and the record hold it: every field but the stamped radpriv ``version`` (the
-    code itself is keyed by :data:`TRAINING_CODE_VERSION`, which a version bump alone does not change)."""
+    """The config as the key holds it: every field but those of :data:`_NOT_IN_KEY`."""
     cfgd = json.loads(cfg.to_json())
-    cfgd.pop("version", None)
+    for name in _NOT_IN_KEY:
+        cfgd.pop(name, None)
     return cfgd
 
 
@@ -328,11 +337,14 @@ def run_encoder(cfg: TrainConfig, encoder_path: str, train_split: Split, val: Sp
 
     vcols = np.flatnonzero(np.asarray(val.Y).sum(0) > 0)
     val_f1 = float(f1_score(np.asarray(val.Y)[:, vcols], (pv >= th)[:, vcols], average="weighted", zero_division=0))
-    rec = {"key": key, "key_parts": parts, "config": parts["config"], "mode": cfg.mode,
+    rec = {"key": key, "key_parts": parts, "config": {**parts["config"], "memory_budget_gb": cfg.memory_budget_gb},
+           "mode": cfg.mode,
            "epsilon": cfg.epsilon if cfg.private else math.inf,
            "seed": cfg.seed, "achieved_epsilon": res.epsilon, "accounting": res.accounting, "history": res.history,
            "train_seconds": res.seconds, "samples_per_second": res.samples_per_second, "n_train": res.n_train,
            "trunk_seconds": res.trunk_seconds,
+           # reports per forward/backward pass actually used (memory budget) and the estimate behind it
+           "physical_batch": res.physical_batch, "memory": res.memory,
            # validation F1 at the thresholds chosen on validation: optimistic, used only to choose between settings
            "val_weighted_f1": val_f1,
            "truncated": res.truncated, "thresholds": th.tolist(), "test_proba": pt.tolist(), "cache_hit": False,

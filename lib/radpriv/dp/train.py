@@ -10,6 +10,7 @@ windows of ``max_length`` tokens pooled over the whole report (long CT reports e
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -30,6 +31,10 @@ MODES = ("full", "lora", "dp-lora", "dp-full", "head", "dp-head")
 #: the head-only modes train a linear layer over frozen pooled features and need large steps
 DEFAULT_LR = {"full": 1e-4, "lora": 4e-3, "dp-lora": 5e-3, "dp-full": 5e-4, "head": 1e-2, "dp-head": 2e-2}
 
+#: default ``TrainConfig.memory_budget_gb``: with the interpreter, torch, the encoder, the tokenized data and the
+#: frozen-trunk caches (~1-2 GB) a whole run stays well under 8 GB resident
+DEFAULT_MEMORY_BUDGET_GB = 4.0
+
 
 @dataclass
 class TrainConfig:
@@ -43,7 +48,8 @@ class TrainConfig:
     batch_size: int = field(default=32, metadata={"help": "expected (Poisson) batch size"})
     physical_batch_size: int | None = field(default=None, metadata={
         "help": "DP modes: most reports per forward/backward pass (opacus BatchMemoryManager); a larger Poisson "
-                "batch is split and its clipped gradients summed before its one noisy step. None: batch_size"})
+                "batch is split and its clipped gradients summed before its one noisy step. None: batch_size. "
+                "memory_budget_gb may lower it (the value used: TrainResult.physical_batch)"})
     lr: float | None = field(default=None, metadata={"help": "AdamW learning rate (None: DEFAULT_LR[mode])"})
     head_lr: float | None = field(default=None, metadata={"help": "learning rate of the head (None: max(lr, 1e-2))"})
     max_length: int = field(default=256, metadata={"help": "tokens per window (≤ the encoder's 512 positions)"})
@@ -60,6 +66,13 @@ class TrainConfig:
                 "Ignored by the head modes, whose whole encoder is frozen"})
     pooling: str = field(default="mean", metadata={"help": "mean (tokens of all windows) | cls (mean of window CLS)"})
     grad_sample_mode: str = field(default="hooks", metadata={"help": "opacus per-sample gradients: hooks | ghost"})
+    memory_budget_gb: float | None = field(default=DEFAULT_MEMORY_BUDGET_GB, metadata={
+        "help": "memory (GB) one training step may use beyond the loaded model: activations of the reports in one "
+                "forward/backward pass, their per-sample gradients (DP), gradients and optimizer state. The "
+                "reports per pass are capped to fit it (estimate_pass_bytes, a calibrated upper bound): DP modes "
+                "split a Poisson batch into physical batches, non-private modes accumulate gradients over "
+                "micro-batches (the same step up to float rounding); encoding and prediction batches are capped "
+                "too. The default keeps a whole run of the default profiles under 8 GB resident. None: no cap"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda | cuda:N"})
     version: str = field(default="", metadata={"help": "radpriv version (stamped)"})
@@ -90,6 +103,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.stride < self.max_length - 2:
             raise ValueError(f"stride must be in [0, max_length-2), got {self.stride}")
+        if self.memory_budget_gb is not None and not self.memory_budget_gb > 0:
+            raise ValueError(f"memory_budget_gb must be positive (or None: no cap), got {self.memory_budget_gb}")
         if self.delta is not None and not 0 < self.delta < 1:
             raise ValueError(f"delta must be in (0, 1), got {self.delta}")
         self.lora_targets = tuple(self.lora_targets)
@@ -172,6 +187,11 @@ def windows(tokenizer, texts, max_length: int, stride: int, max_chunks: int) -> 
         chunks.append([head + ids[s:s + body] + tail for s in starts])
         n_tokens.append(len(ids))
     return Windows(chunks, n_tokens, truncated)
+
+
+def _longest_window(win: Windows) -> int:
+    """Tokens of the longest window of ``win`` (special tokens included)."""
+    return max((len(c) for r in win.chunks for c in r), default=2)
 
 
 def collate(win: Windows, idx, pad_id: int) -> dict:
@@ -266,6 +286,7 @@ class TopClassifier(nn.Module):
         self.layers = nn.ModuleList(list(encoder_layers(model.encoder))[-top:] if top else [])
         self.head = model.head
         self.pooling = model.pooling
+        self.encoder_config = _encoder_config(model)  # (sizes the no-grad prediction batches to a memory budget)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if not len(self.layers):  # head only: states are pooled report vectors [batch, hidden]
@@ -313,9 +334,10 @@ _TRUNK_CACHE: dict[tuple, TrunkStates] = {}
 
 @torch.no_grad()
 def trunk_states(model: ReportClassifier, win: Windows, pad_id: int, top: int, device=None,
-                 batch_size: int = 16) -> TrunkStates:
+                 batch_size: int = 16, memory_budget_gb: float | None = DEFAULT_MEMORY_BUDGET_GB) -> TrunkStates:
     """Run the frozen part of ``model`` over every window once: the hidden states entering the top ``top`` layers
-    (``top`` > 0), or the pooled last-layer report vectors (``top`` = 0, head modes)."""
+    (``top`` > 0), or the pooled last-layer report vectors (``top`` = 0, head modes). ``memory_budget_gb`` lowers
+    ``batch_size`` so that one pass's transient memory fits it (None: no cap; train() passes its config's)."""
     was = model.training
     model.eval()
     device = device or next(model.parameters()).device
@@ -323,6 +345,8 @@ def trunk_states(model: ReportClassifier, win: Windows, pad_id: int, top: int, d
     if top > n_layers:
         raise ValueError(f"top_layers {top} exceeds the encoder's {n_layers} layers")
     order = np.argsort([sum(len(c) for c in ch) for ch in win.chunks], kind="stable")
+    batch_size = _inference_batch(_encoder_config(model), _longest_window(win), 1, batch_size, memory_budget_gb,
+                                  keep_layers=n_layers + 1 if top else 0)
     pooled, win_states, win_masks, rows = {}, [], [], [[] for _ in range(len(win))]
     dense, model.dense = model.dense, False  # absent windows skipped: the same vectors, less work
     for i in range(0, len(order), batch_size):
@@ -362,7 +386,7 @@ def trunk_states(model: ReportClassifier, win: Windows, pad_id: int, top: int, d
 
 
 def cached_trunk_states(model: ReportClassifier, win: Windows, pad_id: int, top: int, key: tuple,
-                        device=None) -> TrunkStates:
+                        device=None, memory_budget_gb: float | None = DEFAULT_MEMORY_BUDGET_GB) -> TrunkStates:
     """:func:`trunk_states`, memoised in-process on ``key`` (what determines the frozen layers' output: encoder files,
     initial weights, windows): the runs of a grid that share an encoder, init and data share one encoding."""
     full_key = (*key, top, model.pooling if top == 0 else "", hashlib.sha256(
@@ -370,7 +394,7 @@ def cached_trunk_states(model: ReportClassifier, win: Windows, pad_id: int, top:
     if full_key not in _TRUNK_CACHE:
         if len(_TRUNK_CACHE) >= 6:
             _TRUNK_CACHE.pop(next(iter(_TRUNK_CACHE)))
-        _TRUNK_CACHE[full_key] = trunk_states(model, win, pad_id, top, device)
+        _TRUNK_CACHE[full_key] = trunk_states(model, win, pad_id, top, device, memory_budget_gb=memory_budget_gb)
     return _TRUNK_CACHE[full_key]
 
 
@@ -434,6 +458,141 @@ def build_model(cfg: TrainConfig, encoder_path: str, n_labels: int, init_state: 
     return tok, model
 
 
+# ---------------------------------------------------------------------------------------------
+# memory: how many reports one forward/backward pass may hold
+# ---------------------------------------------------------------------------------------------
+#: Bytes one trained encoder layer keeps for the backward pass, per window, per unit of heads·T² (attention
+#: probabilities, dropout mask and dropped probabilities), of T·hidden (layer input, Q, K, V, attention output,
+#: LayerNorm inputs and outputs, dropout masks, LoRA's sums) and of T·intermediate (the feed-forward pre- and
+#: post-GELU activations); the embeddings, pooling and (frozen trunk) the gathered input states add
+#: ``_ACT_WINDOW`` T·hidden per window; the backward pass's transient gradients of one window are counted as
+#: half a window more. Fitted to MiniLM-L6 measurements (see :func:`estimate_pass_bytes`) and rounded up.
+_ACT_ATTN, _ACT_HIDDEN, _ACT_INTER, _ACT_WINDOW = 13, 56, 14, 48
+#: per trainable parameter, memory a step holds whatever the batch: its gradient, AdamW's two moments, opacus's
+#: clipped sum and the noise draw (DP), in float32
+_FIXED_PER_PARAM = 5 * 4
+#: allocator slack and small buffers of one step
+_FIXED_SLACK = 96 * 2**20
+#: labels assumed for the head when counting trainable parameters (a few hundred bytes per label: negligible)
+_HEAD_LABELS = 64
+
+
+def _trainable_params(cfg: TrainConfig, ec) -> tuple[int, int]:
+    """(number of trainable parameters, numel of the largest trainable tensor) of a BERT-style classifier under
+    ``cfg``, from the encoder config alone (:func:`build_model` freezes and adapts exactly these)."""
+    H, I, L = ec.hidden_size, ec.intermediate_size, ec.num_hidden_layers
+    head, head_w = H * _HEAD_LABELS + _HEAD_LABELS, H * _HEAD_LABELS  # (weight and bias; the weight)
+    if cfg.head_only:
+        return head, head_w
+    layers = cfg.trained_top if cfg.frozen_trunk else L
+    if cfg.lora:  # (in, out) of the linear layers each target name adapts; A is r×in, B is out×r
+        shapes = {"query": [(H, H)], "key": [(H, H)], "value": [(H, H)], "dense": [(H, H), (H, I), (I, H)]}
+        adapted = [s for t in cfg.lora_targets for s in shapes.get(t, [(I, I)])]  # (unknown names: the widest)
+        per_layer = sum(cfg.lora_r * (a + b) for a, b in adapted)
+        return layers * per_layer + head, max(max(cfg.lora_r * max(a, b) for a, b in adapted), head_w)
+    per_layer = 4 * (H * H + H) + 2 * H * I + I + H + 4 * H
+    if cfg.frozen_trunk:
+        return layers * per_layer + head, max(H * I, head_w)
+    vocab = getattr(ec, "vocab_size", 0) + getattr(ec, "max_position_embeddings", 0) + getattr(ec, "type_vocab_size", 0)
+    return L * per_layer + vocab * H + 2 * H + head, max(getattr(ec, "vocab_size", 0) * H, H * I, head_w)
+
+
+def estimate_pass_bytes(cfg: TrainConfig, encoder_config, n_windows: int | None = None,
+                        tokens: int | None = None) -> tuple[int, int]:
+    """Upper estimate of the memory of one training step: ``(fixed, per_report)`` bytes, so a pass over ``n``
+    reports needs about ``fixed + n * per_report`` beyond the loaded model.
+
+    * per report: the activations every trained layer keeps for backward, for each of the report's windows and
+      half a window more (the transient gradients of the backward pass) (``n_windows``: the most windows a
+      report of the data has, default ``cfg.max_chunks``; ``tokens``: the longest window, default
+      ``cfg.max_length``)::
+
+          (windows + 1/2) * (layers * (13 * heads * T**2 + 56 * T * hidden + 14 * T * intermediate) + 48 * T * hidden)
+
+      where ``layers`` is every encoder layer, or only the ``top_layers`` trained over a frozen trunk (the frozen
+      layers run once, without gradients, into a cache; the head modes train no layer); plus, in DP modes, the
+      per-sample gradients opacus keeps (trainable parameters * 4 bytes per report, and the largest trainable
+      tensor once more while a window's gradient is added in);
+    * fixed: gradients, AdamW moments, opacus's clipped sum and noise (5 * 4 bytes per trainable parameter) and
+      96 MB of slack.
+
+    Calibrated against the peak resident memory of fresh processes (``ru_maxrss`` after one forward/backward/step
+    on N reports minus the resident size after the model was built) on MiniLM-L6 for full, lora, dp-lora and
+    dp-full at 128/256 tokens and 1/4 windows: the estimate exceeds each measurement (estimated vs measured
+    bytes per report are listed in tests/test_dp_memory.py)."""
+    heads, H, I = encoder_config.num_attention_heads, encoder_config.hidden_size, encoder_config.intermediate_size
+    T = min(int(tokens or cfg.max_length), cfg.max_length)
+    K = min(int(n_windows or cfg.max_chunks), cfg.max_chunks)
+    layers = cfg.trained_top if cfg.frozen_trunk else encoder_config.num_hidden_layers
+    per_layer = _ACT_ATTN * heads * T * T + _ACT_HIDDEN * T * H + _ACT_INTER * T * I
+    # (windows + 1/2): every window's saved activations, and the transient gradients of the backward pass
+    per_report = (2 * K + 1) * (layers * per_layer + _ACT_WINDOW * T * H) // 2 if not cfg.head_only else 16 * H
+    trainable, largest = _trainable_params(cfg, encoder_config)
+    if cfg.private and cfg.grad_sample_mode == "hooks":
+        per_report += 4 * (trainable + largest)
+    return _FIXED_PER_PARAM * trainable + _FIXED_SLACK, per_report
+
+
+def reports_per_pass(cfg: TrainConfig, encoder_config, n_windows: int | None = None, tokens: int | None = None) -> int:
+    """The most reports one forward/backward pass may hold: ``cfg.physical_batch_size`` (DP) or ``cfg.batch_size``
+    (non-private), capped so that :func:`estimate_pass_bytes` stays within ``cfg.memory_budget_gb`` (no cap when
+    that is None). Raises ValueError when even one report does not fit."""
+    want = cfg.physical_batch_size if cfg.private else cfg.batch_size
+    if cfg.memory_budget_gb is None:
+        return want
+    fixed, per_report = estimate_pass_bytes(cfg, encoder_config, n_windows, tokens)
+    budget = cfg.memory_budget_gb * 1e9
+    fit = int((budget - fixed) // per_report)
+    if fit < 1:
+        T = min(int(tokens or cfg.max_length), cfg.max_length)
+        K = min(int(n_windows or cfg.max_chunks), cfg.max_chunks)
+        raise ValueError(
+            f"memory_budget_gb={cfg.memory_budget_gb:g} is too small for one report: a {cfg.mode} training pass of one "
+            f"report ({K} window(s) of {T} tokens) needs about {(fixed + per_report) / 1e9:.2f} GB "
+            f"({per_report / 1e9:.2f} GB for the report, {fixed / 1e9:.2f} GB of gradients and optimizer state). "
+            f"Raise memory_budget_gb to at least {math.ceil((fixed + per_report) / 1e8) / 10:.1f}, or lower max_length "
+            f"or max_chunks (or train fewer layers: top_layers), or set memory_budget_gb=None for no cap")
+    return max(1, min(want, fit))
+
+
+#: bytes per window of a no-grad encoder pass: the transient attention scores (scores, masked scores, probabilities)
+#: and feed-forward activations of the one layer running, a few T·hidden tensors between layers
+_INFER_ATTN, _INFER_HIDDEN, _INFER_INTER = 3 * 4, 12 * 4, 2 * 4
+
+
+def _inference_batch(encoder_config, tokens: int, windows_: int, batch_size: int, budget_gb: float | None,
+                     keep_layers: int = 0, input_states: bool = False) -> int:
+    """Reports per no-grad pass (encoding, prediction) whose transient memory fits ``budget_gb`` (at most
+    ``batch_size``, at least 1): each encoder call runs one window index of every report of the batch;
+    ``keep_layers`` hidden states are kept per window (``output_hidden_states``); ``input_states``: the batch's
+    cached trunk states ``[reports, windows, T, hidden]`` are gathered first."""
+    if budget_gb is None or encoder_config is None:
+        return batch_size
+    heads, H, I = encoder_config.num_attention_heads, encoder_config.hidden_size, encoder_config.intermediate_size
+    T = max(int(tokens), 1)
+    per = _INFER_ATTN * heads * T * T + _INFER_HIDDEN * T * H + _INFER_INTER * T * I + 2 * 4 * keep_layers * T * H
+    if input_states:
+        per += 4 * max(int(windows_), 1) * T * H
+    return max(1, min(batch_size, int(budget_gb * 1e9 // per)))
+
+
+def _encoder_config(module: nn.Module):
+    """The Hugging Face config of the encoder under a classifier (through opacus, DDP, peft and
+    :class:`TopClassifier` wrappers), or None."""
+    for _ in range(4):  # opacus GradSampleModule (_module), DDP and opacus's DPDDP (module)
+        inner = getattr(module, "_module", None) or getattr(module, "module", None)
+        if not isinstance(inner, nn.Module):
+            break
+        module = inner
+    if isinstance(module, TopClassifier):
+        return module.encoder_config
+    enc = getattr(module, "encoder", None)
+    if enc is None:
+        return None
+    base = enc.get_base_model() if hasattr(enc, "get_base_model") else enc
+    return getattr(base, "config", None)
+
+
 def _per_sample_bce(logits, y):
     """Multi-label BCE averaged over labels: one loss per report (what ghost clipping needs)."""
     return nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(dim=1)
@@ -460,6 +619,11 @@ class TrainResult:
     samples_per_second: float = float("nan")  # reports per second through the training steps
     trunk_seconds: float = 0.0  # encoding the frozen layers once (0 when a grid run before paid for it)
     trunk_key: tuple | None = None  # what the frozen layers' output depends on (frozen-trunk runs)
+    #: most reports per forward/backward pass actually used: DP, the physical batches a Poisson batch is split
+    #: into; non-private, the gradient-accumulation micro-batches (per process when distributed)
+    physical_batch: int = 0
+    #: the memory estimate behind it: budget_gb, fixed_bytes, bytes_per_report, windows, tokens
+    memory: dict = field(default_factory=dict)
 
     def state_dict(self) -> dict:
         """Plain (merged) weights: LoRA adapters folded into the encoder, loadable by a non-LoRA model."""
@@ -502,13 +666,20 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
     n = len(win)
     y_all = torch.tensor(Y_train)
     model.to(device)
+    # reports per forward/backward pass: what the memory budget allows for the longest report of the data
+    enc_cfg = _encoder_config(model)
+    n_windows = max((len(c) for c in win.chunks), default=1)
+    fixed_bytes, report_bytes = estimate_pass_bytes(cfg, enc_cfg, n_windows, _longest_window(win))
+    physical = reports_per_pass(cfg, enc_cfg, n_windows, _longest_window(win))
+    budget = cfg.memory_budget_gb
     t_trunk = time.time()
     if cfg.frozen_trunk:
         # the frozen layers' output never changes: encode every report once, then train the top over the cache
         top = cfg.trained_top
         key = (str(encoder_path), state_digest(init_state), cfg.max_length, cfg.stride, cfg.max_chunks)
-        trunk = cached_trunk_states(model, win, pad, top, key, device)
-        val_trunk = cached_trunk_states(model, val, pad, top, key, device) if val is not None else None
+        trunk = cached_trunk_states(model, win, pad, top, key, device, memory_budget_gb=budget)
+        val_trunk = cached_trunk_states(model, val, pad, top, key, device, memory_budget_gb=budget) \
+            if val is not None else None
         net = TopClassifier(model, top)
         outside = {id(p) for p in model.parameters() if p.requires_grad} - {id(p) for p in net.parameters()}
         if outside:
@@ -525,6 +696,7 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
 
         loader = DataLoader(TensorDataset(torch.arange(n)), batch_size=max(1, cfg.batch_size // world),
                             sampler=DistributedSampler(TensorDataset(torch.arange(n)), shuffle=True, seed=cfg.seed))
+        physical = min(physical, max(1, cfg.batch_size // world))
     else:
         loader = DataLoader(TensorDataset(torch.arange(n)), batch_size=cfg.batch_size, shuffle=True,
                             generator=torch.Generator().manual_seed(cfg.seed))
@@ -555,11 +727,11 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
                 net, opt, loader = engine.make_private_with_epsilon(**kw)
         logical_steps = len(loader)  # Poisson batches per epoch: what the accountant counts
         # Poisson batches vary in size: cap what goes through the encoder at once (as opacus's BatchMemoryManager
-        # does) so DP's peak memory is that of a non-private batch of physical_batch_size reports; the logical
-        # batch, its clipped sum and its one noisy step are unchanged
+        # does) to physical_batch_size reports, or fewer if the memory budget says so; the logical batch, its
+        # clipped sum and its one noisy step are unchanged
         from opacus.utils.batch_memory_manager import wrap_data_loader
 
-        loader = wrap_data_loader(data_loader=loader, max_batch_size=cfg.physical_batch_size, optimizer=opt)
+        loader = wrap_data_loader(data_loader=loader, max_batch_size=physical, optimizer=opt)
     history, t0, seen = [], time.time(), 0
     for epoch in range(cfg.epochs):
         net.train()
@@ -575,21 +747,32 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
                             p.grad_sample = torch.zeros((0, *p.shape), device=p.device)
                     opt.step()
                 continue
-            xs = {k: v.to(device) for k, v in inputs(idx).items()}
-            y = y_all[idx].to(device)
-            logits = net(**xs)
-            if criterion is not None:
-                loss = criterion(logits, y)
-            else:
-                loss = _per_sample_bce(logits, y).mean()
-            loss.backward()
+            # DP: the loader already yields physical batches (opacus steps once per logical batch). Non-private: a
+            # batch larger than the memory budget allows is run as micro-batches whose gradients add up to the
+            # whole batch's mean-loss gradient (each micro-batch's mean loss weighted by its share of the batch)
+            parts = (idx,) if engine is not None or len(idx) <= physical else torch.split(idx, physical)
+            batch_loss = 0.0
+            for j, part in enumerate(parts):
+                xs = {k: v.to(device) for k, v in inputs(part).items()}
+                y = y_all[part].to(device)
+                sync = j == len(parts) - 1 or not isinstance(net, nn.parallel.DistributedDataParallel)
+                with contextlib.nullcontext() if sync else net.no_sync():  # (DDP: all-reduce once, after the last)
+                    logits = net(**xs)
+                    if criterion is not None:
+                        loss = criterion(logits, y)
+                    else:
+                        loss = _per_sample_bce(logits, y).mean()
+                        if len(parts) > 1:
+                            loss = loss * (len(part) / len(idx))
+                    loss.backward()
+                batch_loss += float(loss.detach())
             opt.step()
-            losses.append(float(loss.detach()))
+            losses.append(batch_loss)
             seen += len(idx)
         rec = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan")}
         if val is not None:
-            logits = torch.tensor(predict_cached(net, val_trunk, device) if cfg.frozen_trunk else
-                                  predict_logits(net, val, pad, device))
+            logits = torch.tensor(predict_cached(net, val_trunk, device, memory_budget_gb=budget) if cfg.frozen_trunk
+                                  else predict_logits(net, val, pad, device, memory_budget_gb=budget))
             rec["val_loss"] = float(_per_sample_bce(logits, torch.tensor(np.asarray(Y_val, dtype=np.float32))).mean())
         history.append(rec)
     loop_seconds = time.time() - t0
@@ -615,17 +798,25 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
     if cfg.frozen_trunk:  # the trained top shares its modules with the whole classifier, which reads raw text
         plain = model
     plain.dense = False  # hooks are gone: inference may skip absent windows
+    memory = {"budget_gb": budget, "fixed_bytes": int(fixed_bytes), "bytes_per_report": int(report_bytes),
+              "windows": int(n_windows), "tokens": int(_longest_window(win))}
     return TrainResult(cfg, plain, history, eps, accounting, seconds, win.truncated, n, tok,
                        seen / loop_seconds if loop_seconds > 0 else float("nan"), t_trunk,
-                       key if cfg.frozen_trunk else None)
+                       key if cfg.frozen_trunk else None, physical_batch=int(physical), memory=memory)
 
 
 @torch.no_grad()
-def predict_cached(net: nn.Module, trunk: TrunkStates, device=None, batch_size: int = 32) -> np.ndarray:
-    """Logits of a :class:`TopClassifier` (or its opacus wrapper) over cached trunk states, in report order."""
+def predict_cached(net: nn.Module, trunk: TrunkStates, device=None, batch_size: int = 32,
+                   memory_budget_gb: float | None = DEFAULT_MEMORY_BUDGET_GB) -> np.ndarray:
+    """Logits of a :class:`TopClassifier` (or its opacus wrapper) over cached trunk states, in report order;
+    ``memory_budget_gb`` lowers ``batch_size`` so that one pass's transient memory fits it (None: no cap; train()
+    passes its config's)."""
     was = net.training
     net.eval()
     device = device or next(net.parameters()).device
+    if trunk.rows is not None:
+        batch_size = _inference_batch(_encoder_config(net), trunk.states.shape[1], trunk.rows.shape[1], batch_size,
+                                      memory_budget_gb, input_states=True)
     outs = [net(**{k: v.to(device) for k, v in trunk.batch(range(i, min(i + batch_size, len(trunk)))).items()}).float().cpu()
             for i in range(0, len(trunk), batch_size)]
     net.train(was)
@@ -633,10 +824,14 @@ def predict_cached(net: nn.Module, trunk: TrunkStates, device=None, batch_size: 
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, win: Windows, pad_id: int = 0, device=None, batch_size: int = 32) -> np.ndarray:
+def predict_logits(model: nn.Module, win: Windows, pad_id: int = 0, device=None, batch_size: int = 32,
+                   memory_budget_gb: float | None = DEFAULT_MEMORY_BUDGET_GB) -> np.ndarray:
+    """Logits of a :class:`ReportClassifier` for every report of ``win``, in report order; ``memory_budget_gb``
+    lowers ``batch_size`` so that one pass's transient memory fits it (None: no cap; train() passes its config's)."""
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device
+    batch_size = _inference_batch(_encoder_config(model), _longest_window(win), 1, batch_size, memory_budget_gb)
     outs = []
     # sort by length so padding stays small, then restore the order
     order = np.argsort([sum(len(c) for c in ch) for ch in win.chunks], kind="stable")
@@ -661,9 +856,11 @@ def predict_proba(result: TrainResult, texts, encoder_path: str | None = None) -
     if c.frozen_trunk and result.trunk_key is not None:  # the frozen layers' output is shared by a grid's runs
         top = c.trained_top
         net = TopClassifier(result.model, top)
-        logits = predict_cached(net, cached_trunk_states(result.model, win, pad, top, result.trunk_key))
+        budget = c.memory_budget_gb
+        logits = predict_cached(net, cached_trunk_states(result.model, win, pad, top, result.trunk_key,
+                                                         memory_budget_gb=budget), memory_budget_gb=budget)
     else:
-        logits = predict_logits(result.model, win, pad)
+        logits = predict_logits(result.model, win, pad, memory_budget_gb=c.memory_budget_gb)
     return 1 / (1 + np.exp(-logits))
 
 
