@@ -24,7 +24,9 @@ def _toy_notebook(nbdir):
     params = nbformat.v4.new_code_cell("profile = 'default'\nn = 1")
     params.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_markdown_cell("# Toy"), params,
-                nbformat.v4.new_code_cell("import time\ntime.sleep(0.2)\nx = n * 2"),
+                nbformat.v4.new_code_cell("import time\nimport numpy as np\ntime.sleep(0.2)\nx = n * 2\n"
+                                          "big = np.ones(50_000_000)  # 400 MB touched: the kernel's peak memory\n"
+                                          "del big"),
                 nbformat.v4.new_markdown_cell("Between the cells."),
                 nbformat.v4.new_code_cell("print('result', x)")]
     nbformat.write(nb, str(nbdir / "toy.ipynb"))
@@ -254,3 +256,11 @@ def test_index_shows_the_timing_table(tmp_path, monkeypatch):
     assert "Latest run: 2026-12-04 09:30 UTC" in page
     assert "measured 2026-12-03" in page and "timings.yaml" in page
     assert "http://" not in page and "https://" not in page and "src=" not in page
+
+
+def test_run_record_holds_the_kernels_peak_memory(runs):
+    """The kernel writes its peak resident memory at exit; the toy notebook touched a 400 MB array."""
+    rec = runs["first"]["run_json"]
+    assert rec["peak_rss_gb"] is not None
+    assert 400e6 / 2**30 <= rec["peak_rss_gb"] < 4.0
+    assert runs["first"]["timings"]["toy"]["smoke"]["peak_rss_gb"] == rec["peak_rss_gb"]

@@ -5,15 +5,47 @@
 every notebook executed by ``make reports`` / ``make lab`` runs with
 :func:`radpriv.llm.netguard.install_process_guard` in force before any notebook code: opted-in hosts
 come from ``$RADPRIV_ALLOW_HOSTS`` (the runner sets it from the notebook's ``allow_hosts`` parameter).
+
+
+At exit the kernel writes its peak resident memory (its own and its children's ``ru_maxrss``) as JSON to
+``$RADPRIV_PEAK_FILE`` when the runner sets it, so every run record states the notebook's peak memory.
 """
 
 from __future__ import annotations
+
+import os
+
+PEAK_ENV = "RADPRIV_PEAK_FILE"
+
+
+def peak_rss_bytes() -> int:
+    """The largest resident set of this process or any child it waited for, in bytes (Linux: ru_maxrss in
+    KiB; macOS: bytes)."""
+    import resource
+    import sys
+
+    kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return int(kib if sys.platform == "darwin" else kib * 1024)
+
+
+def _write_peak(path: str) -> None:
+    import json
+
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump({"peak_rss_bytes": peak_rss_bytes()}, fh)
+    except OSError:  # the run record then simply has no peak
+        pass
 
 
 def main() -> None:
     from radpriv.llm.netguard import install_process_guard
 
     install_process_guard()
+    if os.environ.get(PEAK_ENV):
+        import atexit
+
+        atexit.register(_write_peak, os.environ[PEAK_ENV])
     from ipykernel import kernelapp
 
     kernelapp.launch_new_instance()

@@ -42,6 +42,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import yaml
 
 from radpriv import paths
+from radpriv.kernel import PEAK_ENV
 
 KERNEL_NAME = "radpriv"
 PROFILES = ("smoke", "default", "full")
@@ -399,10 +400,12 @@ def load_results(stem: str, out_dir: str | Path | None = None) -> dict:
 
 
 @contextlib.contextmanager
-def _kernel_env(allow_hosts, results_dir: Path | None = None) -> Iterator[None]:
+def _kernel_env(allow_hosts, results_dir: Path | None = None, peak_file: Path | None = None) -> Iterator[None]:
     """Environment the kernel inherits: the notebook's opted-in hosts, where it saves its results (see
     :func:`save_results`), no progress bars in the report."""
-    saved = {k: os.environ.get(k) for k in ("RADPRIV_ALLOW_HOSTS", "TQDM_DISABLE", RESULTS_ENV)}
+    saved = {k: os.environ.get(k) for k in ("RADPRIV_ALLOW_HOSTS", "TQDM_DISABLE", RESULTS_ENV, PEAK_ENV)}
+    if peak_file is not None:
+        os.environ[PEAK_ENV] = str(Path(peak_file).resolve())
     if results_dir is not None:
         os.environ[RESULTS_ENV] = str(Path(results_dir).resolve())  # absolute: the kernel runs in notebooks/
     hosts = [h for h in os.environ.get("RADPRIV_ALLOW_HOSTS", "").replace(",", " ").split()]
@@ -549,6 +552,7 @@ def _update_timings(out_dir: Path, record: Mapping[str, Any], params_sha: str) -
     data = read_timings(out_dir)
     entry = {"wall_time_s": record["wall_time_s"], "started": record["started"], "status": record["status"],
              "cpu_count": record.get("cpu_count"), "cells_s": list(record.get("cells_s") or []),
+             "peak_rss_gb": record.get("peak_rss_gb"),
              "parameters_sha256": params_sha}
     per_stem = data.get(record["notebook"])
     if not isinstance(per_stem, dict):
@@ -763,8 +767,10 @@ def execute(stem: str, profile: str = "default", params_file: str | Path | None 
     if kernel_name == KERNEL_NAME:
         ensure_kernel(kernel_name)
     allow = params.get("allow_hosts") or ()
+    peak_file = executed.with_suffix(".peak.json")
+    peak_file.unlink(missing_ok=True)
     try:
-        with _kernel_env([allow] if isinstance(allow, str) else allow, out_dir / "_results"):
+        with _kernel_env([allow] if isinstance(allow, str) else allow, out_dir / "_results", peak_file):
             # progress_bar/log_output off: progress goes to the terminal through our engine, never into the HTML
             pm.execute_notebook(str(nb_in), str(executed), parameters=params, kernel_name=kernel_name,
                                 language="python", cwd=str(paths.NOTEBOOKS), progress_bar=False,
@@ -776,6 +782,10 @@ def execute(stem: str, profile: str = "default", params_file: str | Path | None 
     finally:
         progress.close()
     record["wall_time_s"] = round(time.time() - t0, 1)
+    try:  # written by the kernel at exit (radpriv.kernel): the notebook's peak resident memory
+        record["peak_rss_gb"] = round(json.loads(peak_file.read_text())["peak_rss_bytes"] / 2**30, 2)
+    except (OSError, ValueError, KeyError):
+        record["peak_rss_gb"] = None
     record["code_cells"] = progress.n
     record["cells_s"] = progress.cells_s
     if executed.exists():
@@ -838,6 +848,10 @@ td.none{color:#999}td.failed{color:#a00}tr.total td{font-weight:bold;border-top:
 td.q{color:#444;font-size:.95em}p.note{color:#555;font-size:.9em}"""
 
 
+def _gb(value) -> str:
+    return "–" if value is None else f"{float(value):.1f} GB"
+
+
 def write_index(out_dir: str | Path | None = None) -> Path:
     """``<out>/index.html``: every report with the question it answers, its profile and status; a timing table
     (smoke/default/full as measured on this machine, from ``timings.json``, beside the published reference
@@ -861,6 +875,7 @@ def write_index(out_dir: str | Path | None = None) -> Path:
         rows.append(f"<tr><td>{link}{code}</td><td class=\"q\">{esc(NOTEBOOK_QUESTIONS.get(name, ''))}</td>"
                     f"<td>{esc(str(rec.get('profile', '')))}</td><td>{esc(str(rec.get('status', '')))}</td>"
                     f"<td class=\"num\">{esc(fmt_duration(wall))}</td>"
+                    f"<td class=\"num\">{esc(_gb(rec.get('peak_rss_gb')))}</td>"
                     f"<td>{esc(_utc_label(rec.get('started')))}</td></tr>")
 
     timings = read_timings(out_dir)
@@ -913,8 +928,8 @@ its parameters, package versions, data sha256 and model hashes. Reports on the e
 <p>{machine}{latest}</p>
 <h2>Reports</h2>
 <table><thead><tr><th>report</th><th>question</th><th>profile</th><th>status</th><th class="num">wall time</th>
-<th>started</th></tr></thead>
-<tbody>{''.join(rows) or '<tr><td colspan="6"><i>no notebook has run yet</i></td></tr>'}</tbody></table>
+<th class="num">peak memory</th><th>started</th></tr></thead>
+<tbody>{''.join(rows) or '<tr><td colspan="7"><i>no notebook has run yet</i></td></tr>'}</tbody></table>
 <h2>Timings</h2>
 <p>Wall time per notebook (m:ss), measured on this machine (the latest run of each profile; a failed run shows
 how far it got) beside the published reference budgets, measured one job at a time on 2 idle CPU cores.
@@ -977,7 +992,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f">> {stem} ({args.profile})", flush=True)
         try:
             rec = execute(stem, args.profile, args.params, dict(args.overrides), args.out, quiet=args.quiet)
-            print(f"   ok in {rec['wall_time_s']} s -> reports/{rec['html']}", flush=True)
+            print(f"   ok in {fmt_duration(rec['wall_time_s'])} (peak memory {_gb(rec.get('peak_rss_gb'))}) -> "
+                  f"{Path(args.out or paths.REPORTS) / rec['html']}", flush=True)
         except Exception as exc:
             print(f"   FAILED: {exc}", file=sys.stderr, flush=True)
             failed.append(stem)

@@ -230,9 +230,31 @@ class LlamaCppBackend(ChatTemplateMixin, Backend):
             self._formatter_open = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
                                                        add_generation_prompt=False)
         self.fold_system = None
+        self.parallel_prefixes = self._enable_sequences()
         self._lock = threading.Lock()  # one llama context: calls are serialised
         self._grammars: dict[str, object] = {}
         self._option_tokens: dict[tuple, list[int]] = {}
+
+    #: parallel sequences of the context: scoring-mode answer prefixes evaluated in one batch (seq 0 is the report)
+    N_SEQ = 32
+
+    def _enable_sequences(self) -> bool:
+        """Re-create the llama.cpp context with ``N_SEQ`` sequences over one unified KV cache (llama-cpp-python's
+        ``Llama`` makes one sequence), so scoring mode can evaluate every finding's answer prefix on top of the
+        shared report state in one batch. Single-sequence results are unchanged; False (sequential scoring)
+        where the build does not allow it."""
+        import llama_cpp._internals as internals
+
+        llm = self.llm
+        try:
+            params = llm.context_params
+            params.n_seq_max, params.kv_unified = self.N_SEQ, True
+            ctx = internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        except (AttributeError, ValueError, RuntimeError):
+            return False
+        old, llm._ctx = llm._ctx, ctx
+        old.close()
+        return True
 
     # ---- helpers --------------------------------------------------------------------------
     def _render_raw(self, messages: list[dict], add_generation_prompt: bool) -> str:
@@ -377,6 +399,12 @@ class LlamaCppBackend(ChatTemplateMixin, Backend):
             t0 = time.perf_counter()
             evaluated = self._eval_from(base_tokens)
             n_base = self.llm.n_tokens
+            if self.parallel_prefixes:
+                suffixes = [self.tokenize(prefix, special=False) for prefix in prefixes]
+                for lp in self._score_prefixes_parallel(n_base, suffixes, opt_tok, deadline):
+                    out.append({o: float(v) for o, v in zip(options, lp)})
+                evaluated += sum(map(len, suffixes))
+                prefixes = ()
             for prefix in prefixes:
                 if deadline is not None and time.monotonic() > deadline:
                     raise BackendTimeout(f"scored {len(out)} of {len(prefixes)} questions before the timeout")
@@ -389,6 +417,48 @@ class LlamaCppBackend(ChatTemplateMixin, Backend):
             self.llm.n_tokens = n_base
             secs = time.perf_counter() - t0
         return Scores(logprobs=out, prompt_tokens=evaluated, prompt_tokens_total=len(base_tokens), seconds=secs)
+
+    def _score_prefixes_parallel(self, n_base: int, suffixes: list[list[int]], opt_tok: list[int],
+                                 deadline: float | None) -> list[np.ndarray]:
+        """Log-probabilities of ``opt_tok`` after each suffix, every suffix on top of the report state (sequence
+        0, ``n_base`` tokens): each suffix gets its own sequence sharing the report's KV cells (no copy of the
+        report is evaluated), and as many suffixes as fit in one llama.cpp batch are evaluated together. Equal
+        to evaluating them one after the other up to the rounding of llama.cpp's batched kernels."""
+        import llama_cpp
+
+        llm, ctx = self.llm, self.llm._ctx
+        batch = llm._batch.batch
+        n_vocab = llm.n_vocab()
+        out: list[np.ndarray] = []
+        i = 0
+        while i < len(suffixes):
+            if deadline is not None and time.monotonic() > deadline:
+                raise BackendTimeout(f"scored {len(out)} of {len(suffixes)} questions before the timeout")
+            chunk, n = [], 0
+            while i < len(suffixes) and len(chunk) < self.N_SEQ - 1 and n + len(suffixes[i]) <= llm.n_batch:
+                chunk.append(suffixes[i])
+                n += len(suffixes[i])
+                i += 1
+            if not chunk:
+                raise BackendError(f"an answer prefix of {len(suffixes[i])} tokens exceeds the batch of {llm.n_batch}")
+            last, j = [], 0
+            for seq, suffix in enumerate(chunk, start=1):
+                llama_cpp.llama_memory_seq_cp(ctx.memory, 0, seq, -1, -1)  # shares the report's cells
+                for pos, tok in enumerate(suffix):
+                    batch.token[j], batch.pos[j], batch.n_seq_id[j] = tok, n_base + pos, 1
+                    batch.seq_id[j][0], batch.logits[j] = seq, pos == len(suffix) - 1
+                    j += 1
+                last.append(j - 1)
+            batch.n_tokens = j
+            try:
+                ctx.decode(llm._batch)
+                for idx in last:
+                    row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx.ctx, idx), shape=(n_vocab,))
+                    out.append(_log_softmax(row[opt_tok].copy()))
+            finally:
+                for seq in range(1, len(chunk) + 1):
+                    llama_cpp.llama_memory_seq_rm(ctx.memory, seq, -1, -1)
+        return out
 
     def close(self) -> None:
         self.llm.close()

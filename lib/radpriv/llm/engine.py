@@ -167,6 +167,8 @@ def answer_key(spec: ModelSpec, backend_name: str, schema: Schema, mode: str, me
         extra["served_model_digest"] = model_digest
     if mode == "scoring":
         extra["scoring"] = scoring_prompts(schema, backend_name)
+        if "answer_prefixes" in extra["scoring"] and backend_name == "llamacpp":
+            extra["prefix_batching"] = "parallel-sequences"  # batched kernels round differently from one by one
         if backend_name not in IN_PROCESS:
             extra["top_logprobs"] = TOP_LOGPROBS
     elif backend_name in IN_PROCESS:  # jump-forward decoding of the fixed JSON tokens
