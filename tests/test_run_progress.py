@@ -48,10 +48,13 @@ def runs(tmp_path_factory):
         mp.setattr(paths, "NOTEBOOKS", nbdir)
         mp.setattr(paths, "PARAMS", nbdir / "params")
         mp.delenv(run.PROGRESS_ENV, raising=False)
-        for name, profile in (("first", "smoke"), ("default", "default"), ("second", "smoke")):
+        for name, profile, reuse in (("first", "smoke", False), ("default", "default", False),
+                                     ("second", "smoke", False), ("reused", "smoke", True),
+                                     ("changed", "smoke", True)):
             err = io.StringIO()
             with contextlib.redirect_stderr(err):
-                rec = run.execute("toy", profile, out_dir=out)
+                rec = run.execute("toy", profile, out_dir=out, reuse=reuse,
+                                  overrides={"n": 2} if name == "changed" else None)
             result[name] = {"record": rec, "stderr": err.getvalue(),
                             "run_json": json.loads((out / "toy.run.json").read_text()),
                             "timings": json.loads((out / "timings.json").read_text()),
@@ -225,7 +228,9 @@ def test_index_shows_the_timing_table(tmp_path, monkeypatch):
             "smoke": {"wall_time_s": 95.4, "started": "2026-12-03T10:00:00+00:00", "status": "ok", "cpu_count": 2,
                       "cells_s": [1, 2]},
             "default": {"wall_time_s": 754.2, "started": "2026-12-03T11:00:00+00:00", "status": "ok",
-                        "cpu_count": 2, "cells_s": [1, 2]}},
+                        "cpu_count": 2, "cells_s": [1, 2]},
+            "cached_default": {"wall_time_s": 3.2, "started": "2026-12-03T12:00:00+00:00", "status": "ok",
+                               "cpu_count": 2, "cells_s": [1, 2]}},
         "03_dp_lora": {
             "default": {"wall_time_s": 1500, "started": "2026-12-04T09:30:00+00:00", "status": "ok", "cpu_count": 2,
                         "cells_s": []},
@@ -242,12 +247,12 @@ def test_index_shows_the_timing_table(tmp_path, monkeypatch):
     parser = _Rows()
     parser.feed(page)
     head = parser.rows[1]
-    assert head == ["smoke", "default", "full", "smoke", "default", "full", "default, cached"]
+    assert head == ["smoke", "default", "full", "default, cached", "smoke", "default", "full", "default, cached"]
     rows = {r[0]: r[1:] for r in parser.rows[2:]}
     assert list(rows) == list(run.NOTEBOOK_ORDER) + ["total"]
-    assert rows["01_cmr_llm_benchmark"] == ["1:35", "12:34", "–", "1:40", "20:00", "1:02:03", "1:00"]
-    assert rows["03_dp_lora"] == ["–", "25:00", "failed after 0:42", "–", "27:00", "–", "–"]
-    assert rows["00_data_overview"] == ["–"] * 7
+    assert rows["01_cmr_llm_benchmark"] == ["1:35", "12:34", "–", "0:03", "1:40", "20:00", "1:02:03", "1:00"]
+    assert rows["03_dp_lora"] == ["–", "25:00", "failed after 0:42", "–", "–", "27:00", "–", "–"]
+    assert rows["00_data_overview"] == ["–"] * 8
     assert rows["total"][:2] == ["1:35 (1 of 5)", "37:34 (2 of 5)"]
     assert rows["total"][2] == "–"  # a failed run is not a measured time
     assert "Can several local open LLMs classify cardiac MRI reports" in page
@@ -264,3 +269,32 @@ def test_run_record_holds_the_kernels_peak_memory(runs):
     assert rec["peak_rss_gb"] is not None
     assert 400e6 / 2**30 <= rec["peak_rss_gb"] < 4.0
     assert runs["first"]["timings"]["toy"]["smoke"]["peak_rss_gb"] == rec["peak_rss_gb"]
+
+
+def test_unchanged_inputs_render_the_last_run_again(runs):
+    """A re-run with the same inputs re-renders the last execution (no kernel); other parameters execute."""
+    second, reused, changed = runs["second"]["run_json"], runs["reused"]["run_json"], runs["changed"]["run_json"]
+    assert second["inputs_sha256"] and reused["inputs_sha256"] == second["inputs_sha256"]
+    assert reused["reused_from"] == {"started": second["started"], "wall_time_s": second["wall_time_s"]}
+    assert reused["cells_s"] == second["cells_s"] and "cell 1 of" not in runs["reused"]["stderr"]
+    assert "inputs unchanged since the run of" in runs["reused"]["stderr"]
+    assert "result 2" in runs["reused"]["reader"]
+    timings = runs["reused"]["timings"]["toy"]
+    assert timings["smoke"]["wall_time_s"] == second["wall_time_s"]  # the computed run's time is kept
+    assert timings["cached_smoke"]["wall_time_s"] == reused["wall_time_s"]
+    assert "reused_from" not in changed and changed["inputs_sha256"] != second["inputs_sha256"]
+    assert "result 4" in runs["changed"]["reader"] and "cell 3 of 3" in runs["changed"]["stderr"]
+
+
+def test_inputs_digest_covers_the_package_and_refuses_user_files(tmp_path, monkeypatch):
+    nb = tmp_path / "toy.ipynb"
+    nb.write_text("{}")
+    a = run.inputs_digest(nb, {"n": 1})
+    assert a == run.inputs_digest(nb, {"n": 1}) and a != run.inputs_digest(nb, {"n": 2})
+    monkeypatch.setenv("RADPRIV_ALLOW_HOSTS", "gpu-box.lan")
+    assert run.inputs_digest(nb, {"n": 1}) != a
+    mine = tmp_path / "my_manifest.yaml"
+    mine.write_text("name: x\n")
+    assert run.inputs_digest(nb, {"manifest": str(mine)}) is None  # a user's own files: always executed
+    assert run.inputs_digest(nb, {"manifests": {"chest": str(mine)}}) is None
+    assert run.inputs_digest(nb, {"manifest": "synthetic_cmr"}) is not None  # bundled names are covered

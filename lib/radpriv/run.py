@@ -737,16 +737,78 @@ def _count_code_cells(nb_path: Path) -> int:
                if c.cell_type == "code" and "injected-parameters" not in c.get("metadata", {}).get("tags", []))
 
 
+def _user_files(value: Any) -> list[str]:
+    """Parameter values that name files on disk (a user's manifest, schema, rules, model): their contents,
+    and the data they point to, are outside what :func:`inputs_digest` can vouch for."""
+    if isinstance(value, Mapping):
+        return [f for v in value.values() for f in _user_files(v)]
+    if isinstance(value, (list, tuple)):
+        return [f for v in value for f in _user_files(v)]
+    if isinstance(value, str) and ("/" in value or value.endswith((".yaml", ".yml", ".csv", ".gguf"))):
+        return [value] if Path(value).expanduser().exists() else []
+    return []
+
+
+def inputs_digest(nb_in: Path, params: Mapping[str, Any]) -> str | None:
+    """sha256 over everything a notebook's results depend on when it runs on bundled data and models: the
+    notebook, its resolved parameters, every file of the radpriv package (code, schemas, manifests' pins,
+    the model registry with its sha256 pins, phrase banks), the user model registry, the installed
+    distributions and their versions, Python and the machine's architecture, whether CUDA is present, and the
+    RADPRIV_*/MIMIC_CXR_ROOT settings. None when a parameter names a file on disk (a user's own inputs): such
+    runs are always executed."""
+    if _user_files(dict(params)):
+        return None
+    h = hashlib.sha256()
+
+    def add(label: str, data: bytes) -> None:
+        h.update(label.encode() + b"\0" + hashlib.sha256(data).digest())
+
+    add("notebook", nb_in.read_bytes())
+    add("params", json.dumps(params, sort_keys=True, default=str).encode())
+    pkg = Path(__file__).resolve().parent
+    for f in sorted(pkg.rglob("*")):
+        if f.is_file() and "__pycache__" not in f.parts:
+            add(str(f.relative_to(pkg)), f.read_bytes())
+    from radpriv.llm.registry import user_registry_path
+
+    reg = user_registry_path()
+    add("user registry", reg.read_bytes() if reg.exists() else b"")
+    dists = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions())
+    add("distributions", "\n".join(dists).encode())
+    env = {k: v for k, v in os.environ.items() if (k.startswith("RADPRIV_") and k not in (PROGRESS_ENV, PEAK_ENV,
+           RESULTS_ENV)) or k in ("MIMIC_CXR_ROOT", "CUDA_VISIBLE_DEVICES")}
+    add("platform", json.dumps([platform.python_version(), platform.machine(), env], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _reusable(out_dir: Path, stem: str, digest: str | None) -> dict | None:
+    """The last successful run record of ``stem`` in ``out_dir`` computed from the same inputs, if its
+    executed notebook is still there."""
+    if digest is None:
+        return None
+    try:
+        rec = json.loads((out_dir / f"{stem}.run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if rec.get("status") != "ok" or rec.get("inputs_sha256") != digest:
+        return None
+    return rec if (out_dir / "_executed" / f"{stem}.ipynb").exists() else None
+
+
 def execute(stem: str, profile: str = "default", params_file: str | Path | None = None,
             overrides: Mapping[str, Any] | None = None, out_dir: str | Path | None = None,
-            kernel_name: str = KERNEL_NAME, quiet: bool | None = None) -> dict:
+            kernel_name: str = KERNEL_NAME, quiet: bool | None = None, reuse: bool = True) -> dict:
     """Run ``notebooks/<stem>.ipynb`` with papermill and render its HTML reports. Returns the run record.
 
     While it runs, one progress line per completed code cell goes to stderr (never into the reports), with the
     time expected from the last run of the same notebook and profile in ``out_dir``, else from the published
     reference (:func:`reference_timings`); ``quiet=True`` (or, when quiet is None, ``RADPRIV_PROGRESS=0``)
     turns it off. The run record (``<out>/<stem>.run.json``) holds the seconds of each code cell (``cells_s``),
-    and ``<out>/timings.json`` keeps the latest run of every notebook and profile side by side."""
+    and ``<out>/timings.json`` keeps the latest run of every notebook and profile side by side.
+
+    ``reuse``: when the last successful run in ``out_dir`` had the same :func:`inputs_digest` (same notebook,
+    parameters, package files, installed versions, ...), its executed notebook is rendered again instead of
+    being re-executed (the record says ``reused_from``). A run on a user's own files is always executed."""
     import papermill as pm
 
     out_dir = Path(out_dir or paths.REPORTS)
@@ -761,6 +823,26 @@ def execute(stem: str, profile: str = "default", params_file: str | Path | None 
                               "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                               "cpu_count": os.cpu_count()}
     t0 = time.time()
+    digest = inputs_digest(nb_in, params)
+    record["inputs_sha256"] = digest
+    previous = _reusable(out_dir, stem, digest) if reuse else None
+    if previous is not None:
+        record.update({k: previous.get(k) for k in ("status", "peak_rss_gb", "code_cells", "cells_s")})
+        record["reused_from"] = previous.get("reused_from") or {"started": previous.get("started"),
+                                                                "wall_time_s": previous.get("wall_time_s")}
+        previous = {**previous, **record["reused_from"]}
+        if _progress_stream(quiet) is not None:
+            print(f"{stem} ({profile}): inputs unchanged since the run of {previous.get('started')} "
+                  f"({fmt_duration(previous.get('wall_time_s'))}): rendering it again (--rerun to execute)",
+                  file=sys.stderr, flush=True)
+        record["html"] = str(render_html(executed, out_dir / f"{stem}.html").relative_to(out_dir))
+        record["html_code"] = str(render_html(executed, out_dir / "code" / f"{stem}.html",
+                                              with_code=True).relative_to(out_dir))
+        record["wall_time_s"] = round(time.time() - t0, 1)
+        (out_dir / f"{stem}.run.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        _update_timings(out_dir, {**record, "profile": f"cached_{profile}"}, _params_sha(params))
+        write_index(out_dir)
+        return record
     progress = RunProgress(stem, profile, _count_code_cells(nb_in),
                            expected_time(stem, profile, out_dir, params), _progress_stream(quiet), t0=t0)
     progress.emit(progress.start_line())
@@ -883,16 +965,17 @@ def write_index(out_dir: str | Path | None = None) -> Path:
     ref_rows = (reference or {}).get("notebooks") or {}
     stems = sorted(set(NOTEBOOK_ORDER) | {s for s in timings if isinstance(timings.get(s), dict)}
                    | {str(r.get("notebook")) for r in records}, key=_order_key)
-    columns: list[list[float | None]] = [[] for _ in PROFILES + REFERENCE_KEYS]
+    measured_keys = PROFILES + ("cached_default",)  # the cached column: a re-run whose inputs were unchanged
+    columns: list[list[float | None]] = [[] for _ in measured_keys + REFERENCE_KEYS]
     trows = []
     for stem in stems:
         cells = []
         per_profile = timings.get(stem) if isinstance(timings.get(stem), dict) else {}
-        for j, profile in enumerate(PROFILES):
+        for j, profile in enumerate(measured_keys):
             cell, secs = _timing_cell(per_profile.get(profile))
             cells.append(cell)
             columns[j].append(secs)
-        for j, key in enumerate(REFERENCE_KEYS, start=len(PROFILES)):
+        for j, key in enumerate(REFERENCE_KEYS, start=len(measured_keys)):
             secs = (ref_rows.get(stem) or {}).get(key)
             cells.append(f'<td class="num{"" if secs is not None else " none"}">{esc(fmt_duration(secs))}</td>')
             columns[j].append(secs)
@@ -933,11 +1016,12 @@ its parameters, package versions, data sha256 and model hashes. Reports on the e
 <h2>Timings</h2>
 <p>Wall time per notebook (m:ss), measured on this machine (the latest run of each profile; a failed run shows
 how far it got) beside the published reference budgets, measured one job at a time on 2 idle CPU cores.
-“default, cached” is the default profile run again with the model answers already cached.</p>
+“default, cached” is the default profile run again with nothing changed: the runner renders the previous
+execution again (inputs unchanged: same notebook, parameters, package files and versions).</p>
 <table id="timings"><thead>
-<tr><th rowspan="2">notebook</th><th colspan="{len(PROFILES)}">measured here</th>
+<tr><th rowspan="2">notebook</th><th colspan="{len(measured_keys)}">measured here</th>
 <th colspan="{len(REFERENCE_KEYS)}">reference (2 idle cores)</th></tr>
-<tr>{''.join(f'<th class="num">{esc(p)}</th>' for p in PROFILES)}{ref_heads}</tr>
+<tr>{''.join(f'<th class="num">{esc("default, cached" if p == "cached_default" else p)}</th>' for p in measured_keys)}{ref_heads}</tr>
 </thead><tbody>{''.join(trows)}</tbody></table>
 <p class="note">{ref_note}</p>
 </body></html>"""
@@ -962,6 +1046,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-p", dest="overrides", action="append", type=_parse_override, default=[],
                     metavar="NAME=VALUE", help="scalar parameter override (YAML-parsed)")
     ap.add_argument("--out", help="output directory (default: reports/)")
+    ap.add_argument("--rerun", action="store_true", help="execute even when the inputs are unchanged since the "
+                    "last successful run (default: render that run again)")
     ap.add_argument("-q", "--quiet", action="store_true", default=None,
                     help=f"no per-cell progress lines on stderr (also: {PROGRESS_ENV}=0)")
     ap.add_argument("--install-kernel", action="store_true", help="install the network-guarded `radpriv` kernel "
@@ -991,7 +1077,8 @@ def main(argv: list[str] | None = None) -> int:
     for stem in stems:
         print(f">> {stem} ({args.profile})", flush=True)
         try:
-            rec = execute(stem, args.profile, args.params, dict(args.overrides), args.out, quiet=args.quiet)
+            rec = execute(stem, args.profile, args.params, dict(args.overrides), args.out, quiet=args.quiet,
+                          reuse=not args.rerun)
             print(f"   ok in {fmt_duration(rec['wall_time_s'])} (peak memory {_gb(rec.get('peak_rss_gb'))}) -> "
                   f"{Path(args.out or paths.REPORTS) / rec['html']}", flush=True)
         except Exception as exc:
