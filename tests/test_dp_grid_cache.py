@@ -425,3 +425,28 @@ def test_killed_grid_resumes_and_matches_an_uninterrupted_one(tmp_path):
         assert a["key"] == b["key"]
         for f in ("weighted_f1", "macro_f1", "per_label_f1", "thresholds", "test_proba", "achieved_epsilon"):
             assert a[f] == b[f], (a["mode"], a["epsilon"], f)
+
+
+def test_random_init_modes_choose_which_dp_modes_also_start_from_the_random_init(monkeypatch):
+    """With a public corpus every DP mode runs from the public init; only ``random_init_modes`` also from the
+    random one (None: all); non-private modes always once from the random init; an unknown mode is refused."""
+    seen = []
+
+    def fake_run(cfg, encoder_path, train_split, val, test, init_state=None, init_key="", n_resamples=0):
+        seen.append((cfg.mode, cfg.epsilon, "public" if init_state is not None else "none"))
+        return {"mode": cfg.mode, "epsilon": cfg.epsilon, "val_weighted_f1": 0.5}
+
+    monkeypatch.setattr(grid, "run_encoder", fake_run)
+    monkeypatch.setattr(grid, "public_pretrain", lambda *a, **k: ({"w": 1}, "pub"))
+    s = Split(["a", "b"], np.zeros((2, 1)), ["1", "2"])
+    rows = grid.run_grid(s, s, s, "enc", ["full", "dp-lora", "dp-head"], [1.0, 10.0], [0], public=s,
+                         random_init_modes=["dp-head"], progress=False)
+    assert sorted(seen) == sorted([("full", math.inf, "none")]
+                                  + [(m, e, "public") for m in ("dp-lora", "dp-head") for e in (1.0, 10.0)]
+                                  + [("dp-head", e, "none") for e in (1.0, 10.0)])
+    assert len(rows) == len(seen) and set(rows["init"]) == {"none", "public"}
+    seen.clear()
+    grid.run_grid(s, s, s, "enc", ["dp-lora"], [1.0], [0], public=s, progress=False)
+    assert sorted(seen) == [("dp-lora", 1.0, "none"), ("dp-lora", 1.0, "public")]
+    with pytest.raises(ValueError, match=r"random_init_modes names modes not in this grid: \['dp-full'\]"):
+        grid.run_grid(s, s, s, "enc", ["dp-lora"], [1.0], [0], public=s, random_init_modes=["dp-full"])

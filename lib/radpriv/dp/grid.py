@@ -420,11 +420,13 @@ def run_grid(train_split: Split, val: Split, test: Split, encoder_path: str, mod
              base: dict | None = None, public: Split | None = None, public_mode: str = "full",
              public_epochs: int | None = None, n_resamples: int = 1000, progress: bool = True,
              by_mode: dict | None = None, public_train: dict | None = None,
-             search: dict | None = None) -> pd.DataFrame:
+             search: dict | None = None, random_init_modes=None) -> pd.DataFrame:
     """Every mode × ε × seed (non-private modes once per seed). With ``public``, DP modes are also run from
     weights first fine-tuned non-privately on the public corpus (rows tagged ``init='public'``).
     ``by_mode`` overrides ``base`` per mode (see :func:`mode_config`); ``public_train`` overrides the public
-    stage's settings (e.g. ``{"top_layers": 2, "epochs": 3}``).
+    stage's settings (e.g. ``{"top_layers": 2, "epochs": 3}``). ``random_init_modes``: with ``public``, the DP
+    modes that are also run from the random init (the pretrained encoder without the public stage); None: all.
+    Non-private modes and runs without ``public`` always start from the random init.
 
     ``search``: per mode a list of candidate overrides (e.g. ``{"dp-head": [{"lr": 0.05}, {"lr": 0.2}]}``). Each
     candidate is trained and the one with the best **validation** weighted F1 is kept for that (mode, ε, init,
@@ -435,6 +437,9 @@ def run_grid(train_split: Split, val: Split, test: Split, encoder_path: str, mod
 
     base = dict(base or {})
     search = dict(search or {})
+    if random_init_modes is not None and set(random_init_modes) - set(modes):
+        raise ValueError(f"random_init_modes names modes not in this grid: {sorted(set(random_init_modes) - set(modes))} "
+                         f"(modes: {', '.join(modes)})")
     unknown = set(search) - set(MODES)
     if unknown:
         raise ValueError(f"search names unknown modes {sorted(unknown)} (modes: {', '.join(MODES)})")
@@ -442,7 +447,9 @@ def run_grid(train_split: Split, val: Split, test: Split, encoder_path: str, mod
     for seed in seeds:
         for mode in modes:
             for eps in (epsilons if mode.startswith("dp") else [math.inf]):
-                jobs.append((mode, eps, seed, "none"))
+                if (public is None or not mode.startswith("dp") or random_init_modes is None
+                        or mode in random_init_modes):
+                    jobs.append((mode, eps, seed, "none"))
                 if public is not None and mode.startswith("dp"):
                     jobs.append((mode, eps, seed, "public"))
     init_state, init_key = None, ""
