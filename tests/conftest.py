@@ -187,3 +187,38 @@ def llama_server():
     yield url
     proc.terminate()
     proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def enc_without_dropout(tmp_path_factory):
+    """The MiniLM checkpoint with dropout off (its files linked, config edited), so two training runs differ
+    only in how their batches were computed. Shared by the DP training and memory-budget tests."""
+    import json
+
+    from radpriv.llm import registry
+
+    enc = registry.get_model("minilm-l6").local_path
+    if not enc.is_dir():
+        pytest.skip("minilm-l6 not fetched (make models-test)")
+    d = tmp_path_factory.mktemp("minilm-no-dropout")
+    for f in enc.iterdir():
+        if f.name != "config.json":
+            (d / f.name).symlink_to(f)
+    c = json.loads((enc / "config.json").read_text())
+    c.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (d / "config.json").write_text(json.dumps(c))
+    return str(d)
+
+
+def assert_clean_reader_page(html: str, *dirs) -> None:
+    """A reader's report holds results only: no stderr block (warnings, progress bars), no traceback, and no
+    path of this machine (home, the environment, the checkout, the run's output folder)."""
+    import sys
+
+    from radpriv import paths
+
+    assert "application/vnd.jupyter.stderr" not in html, "stderr output in the reader's page"
+    for needle in ("Traceback (most recent call last)", "TqdmWarning", "it/s]", "report/s]"):
+        assert needle not in html, needle
+    for d in (os.path.expanduser("~"), sys.prefix, str(paths.REPO), *map(str, dirs)):
+        assert d not in html, f"machine path {d} in the reader's page"

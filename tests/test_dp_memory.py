@@ -154,20 +154,6 @@ def test_grid_key_leaves_the_budget_out():
 # ---------------------------------------------------------------------------------------------- same model
 
 
-@pytest.fixture(scope="module")
-def enc_without_dropout(tmp_path_factory):
-    """The MiniLM checkpoint with dropout off, so two runs differ only in how their batches were computed."""
-    _needs_encoder()
-    d = tmp_path_factory.mktemp("minilm-no-dropout")
-    for f in ENC.iterdir():
-        if f.name != "config.json":
-            (d / f.name).symlink_to(f)
-    c = json.loads((ENC / "config.json").read_text())
-    c.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (d / "config.json").write_text(json.dumps(c))
-    return str(d)
-
-
 def _budget_for(cfg: TrainConfig, reports: int, n_windows: int, tokens: int) -> float:
     """A budget (GB) that lets exactly ``reports`` reports through at once."""
     fixed, per = estimate_pass_bytes(cfg, MINILM, n_windows, tokens)

@@ -197,22 +197,6 @@ def test_distributed_dp_two_cpu_processes(tmp_path):
     assert (tmp_path / "model.pt").exists()
 
 
-@pytest.fixture(scope="module")
-def enc_without_dropout(tmp_path_factory):
-    """The MiniLM checkpoint with dropout off, so two runs differ only in how their batches were computed."""
-    import json
-    if not ENC.is_dir():
-        pytest.skip("minilm-l6 not fetched (make models-test)")
-    d = tmp_path_factory.mktemp("minilm-no-dropout")
-    for f in ENC.iterdir():
-        if f.name != "config.json":
-            (d / f.name).symlink_to(f)
-    c = json.loads((ENC / "config.json").read_text())
-    c.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (d / "config.json").write_text(json.dumps(c))
-    return str(d)
-
-
 def test_split_poisson_batches_train_the_same_model(enc_without_dropout, monkeypatch):
     """A Poisson batch split into physical batches of 2 (to bound memory) gives the model one big batch gives:
     the clipped per-report gradients are summed over the pieces before the one noisy step. Ghost clipping

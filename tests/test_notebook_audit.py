@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from radpriv import run
+from conftest import assert_clean_reader_page
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +35,7 @@ def _num(x):
 
 def test_runs_without_errors_and_renders_figures_and_provenance(smoke):
     assert smoke["rec"]["status"] == "ok"
+    assert_clean_reader_page(smoke["html"], smoke["out"])
     cells = [c for c in smoke["nb"]["cells"] if c["cell_type"] == "code"]
     errors = [o for c in cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors

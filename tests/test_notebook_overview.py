@@ -6,6 +6,7 @@ from radpriv import run
 
 
 import pytest
+from conftest import assert_clean_reader_page
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +20,7 @@ def test_overview_notebook_renders_report(overview_run):
     rec, tmp_path = overview_run
     assert rec["status"] == "ok"
     html = (tmp_path / "00_data_overview.html").read_text()
+    assert_clean_reader_page(html, tmp_path)
     for needle in ("Rule-based baseline", "macro_f1", "synthetic_cmr", "Provenance", "Package versions",
                    "reports scored here: 60 from the heldout bank", "a held-out bank of phrasings",
                    "dead95119e3b95084365b5a9ba3117c334a6d86dc6ce23c101d90809567654d4"):

@@ -12,6 +12,7 @@ from scipy.stats import binomtest, chi2
 
 from radpriv import run
 from radpriv.llm.registry import register_model
+from conftest import assert_clean_reader_page
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +26,7 @@ def test_study1_smoke(tmp_path, llama_server, proxy_recorder):
     assert rec["status"] == "ok"
     assert proxy_recorder.bytes == before == 0  # HTTP(S)_PROXY / ALL_PROXY were set: no request went there
     html = (tmp_path / "01_cmr_llm_benchmark.html").read_text()
+    assert_clean_reader_page(html, tmp_path)
     for needle in ("smol-served", "rule baseline", "human reader", "Cochran",
                    "published (clinical CMR, 109 reports)", "Provenance", llama_server):
         assert needle in html, needle

@@ -9,6 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from radpriv import run
+from conftest import assert_clean_reader_page
 
 pytestmark = pytest.mark.slow
 
@@ -17,6 +18,7 @@ def test_study2_smoke(tmp_path):
     rec = run.execute("02_label_extraction", "smoke", out_dir=tmp_path)
     assert rec["status"] == "ok"
     html = (tmp_path / "02_label_extraction.html").read_text()
+    assert_clean_reader_page(html, tmp_path)
     for needle in ("smollm2-135m", "rule baseline", "clavicle", "elbow", "thumb", "overall",
                    "Uncertainty detection", "McNemar", "Synthetic radiographs", "llm_inclusive", "llm_exclusive",
                    "truth_inclusive", "truth_exclusive", "p_delong", "published (GPT-4o, clinical reports)",

@@ -18,6 +18,7 @@ from scipy import stats as sps
 from radpriv import run
 from radpriv.data import load_dataset
 from radpriv.dp import grid
+from conftest import assert_clean_reader_page
 
 pytestmark = pytest.mark.slow
 
@@ -60,6 +61,7 @@ def _f1_by_hand(Y, pred, average):
 def test_report_renders_every_section(study3):
     assert study3["rec"]["status"] == "ok", study3["rec"]
     html = (study3["out"] / f"{STEM}.html").read_text()
+    assert_clean_reader_page(html, study3["out"])
     for needle in ("tfidf-logreg", "dp-tfidf-linear", "dp-lora", "Accounting audit", "dp_accounting PLD",
                    "Public then private", "student F1 (teacher labels)", "Kendall", "Provenance", "published",
                    "as its runs used them", "physical_batch_size", "Student t 95 %", "Results file"):

@@ -277,6 +277,17 @@ def _resolve_paths(value: Any, cwd: Path) -> Any:
     return value
 
 
+def _yaml_mapping(path: Path, error: type[Exception], expected: str) -> dict:
+    """A YAML file that must hold a mapping (empty: {}); ``error`` names the file and what is wrong."""
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(doc, dict):
+        raise error(f"{path}: {expected}, got {type(doc).__name__}")
+    return doc
+
+
 def load_params(stem: str, profile: str = "default", params_file: str | Path | None = None,
                 overrides: Mapping[str, Any] | None = None, cwd: str | Path | None = None,
                 validate: bool = True) -> dict:
@@ -297,12 +308,7 @@ def load_params(stem: str, profile: str = "default", params_file: str | Path | N
             if f == base:
                 continue
             raise ParamError(f"parameter file {f} does not exist; write a YAML mapping of name: value")
-        try:
-            doc = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ParamError(f"{f}: not valid YAML ({' '.join(str(exc).split())})") from None
-        if not isinstance(doc, dict):
-            raise ParamError(f"{f}: a parameter file must be a mapping of name: value, got {type(doc).__name__}")
+        doc = _yaml_mapping(f, ParamError, "a parameter file must be a mapping of name: value")
         if f != base:
             doc = {k: (_resolve_paths(v, cwd) if k in PATH_PARAMS else v) for k, v in doc.items()}
         params.update(doc)
@@ -321,6 +327,11 @@ def render_html(executed: Path, out: Path, with_code: bool = False) -> Path:
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(executed), as_version=4)
+    if not with_code:  # the reader's page: results only; warnings and progress (stderr) stay in the reviewer's
+        for cell in nb.cells:
+            if cell.get("outputs"):
+                cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream"
+                                                                and o.get("name") == "stderr")]
     exporter = HTMLExporter(template_name="lab")
     exporter.exclude_input = not with_code
     exporter.exclude_input_prompt = True
@@ -493,12 +504,7 @@ def reference_timings(path: str | Path | None = None) -> dict:
         if explicit:
             raise TimingsError(f"{path}: no such file")
         return out
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise TimingsError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
-    if not isinstance(doc, dict):
-        raise TimingsError(f"{path}: must be a mapping with the keys measured, notebooks; got {type(doc).__name__}")
+    doc = _yaml_mapping(path, TimingsError, "must be a mapping with the keys measured and notebooks")
     for key in doc:
         if key not in ("measured", "notebooks"):
             raise TimingsError(f"{path}: unknown key {key!r} (known: measured, notebooks)")

@@ -252,7 +252,7 @@ def train_lm(cfg: LMConfig, train_texts, val_texts=None, base=None, model: str =
     """LoRA fine-tuning of a causal LM on ``train_texts`` (optionally DP-SGD); ``base``: a loaded
     (tokenizer, model) pair to reuse (it is deep-copied, never modified)."""
     from peft import LoraConfig, get_peft_model
-    from tqdm.auto import tqdm
+    from radpriv.progress import tqdm
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)

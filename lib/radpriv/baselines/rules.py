@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from tqdm.auto import tqdm
+from radpriv.progress import tqdm
 
 from radpriv import paths
 from radpriv.schemas import STATE_PRECEDENCE, Schema, State, load_schema

@@ -31,7 +31,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from tqdm.auto import tqdm
+from radpriv.progress import tqdm
 
 __all__ = [
     "resolve_device", "SmallCNN", "ResNet50TwoView", "load_resnet50", "torchvision_to_hf_resnet",

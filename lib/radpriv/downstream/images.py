@@ -47,7 +47,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from radpriv.progress import tqdm
 
 from radpriv.data import DataError
 from radpriv.schemas import Schema, State, load_schema

@@ -433,7 +433,7 @@ def run_grid(train_split: Split, val: Split, test: Split, encoder_path: str, mod
     seed); the test split never takes part in the choice. The row records ``candidates`` (how many were tried)
     and ``search`` (each candidate with its validation F1). The search itself is NOT covered by the run's ε: a
     reader must count it (see :func:`search_note`)."""
-    from tqdm.auto import tqdm
+    from radpriv.progress import tqdm
 
     base = dict(base or {})
     search = dict(search or {})

@@ -651,7 +651,7 @@ def _world_size() -> int:
 def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray, val_texts=None, Y_val=None,
           init_state: dict | None = None, progress: bool = False) -> TrainResult:
     """Train one configuration; returns the model, loss history and (DP modes) the audited ε."""
-    from tqdm.auto import tqdm
+    from radpriv.progress import tqdm
 
     Y_train = np.asarray(Y_train, dtype=np.float32)
     if len(train_texts) != len(Y_train):

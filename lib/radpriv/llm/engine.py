@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import pandas as pd
-from tqdm.auto import tqdm
+from radpriv.progress import tqdm
 
 from radpriv.llm import prompts
 from radpriv.llm.backends import Backend, BackendError, BackendTimeout, get_backend

@@ -97,7 +97,7 @@ def _hash_file(path: Path, progress: bool = False) -> str:
     size = path.stat().st_size
     bar = None
     if progress and size > 64 * CHUNK:
-        from tqdm.auto import tqdm
+        from radpriv.progress import tqdm
 
         bar = tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"sha256 {path.name}", leave=False)
     with open(path, "rb") as fh:
@@ -234,7 +234,7 @@ def _check_space(spec: ModelSpec, directory: Path) -> None:
 def _bar(spec: ModelSpec, total: int | None, progress: bool):
     if not progress:
         return None
-    from tqdm.auto import tqdm
+    from radpriv.progress import tqdm
 
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"{spec.name}: join+verify")
 
