@@ -306,15 +306,18 @@ class LlamaCppBackend(ChatTemplateMixin, Backend):
                                "raise n_ctx or shorten the report")
         with self._lock:
             t0 = time.perf_counter()
-            evaluated = self._eval_from(tokens)
-            n_prompt = self.llm.n_tokens
+            # the prompt's tail (after the longest prefix already in the KV cache) is evaluated in one batch with
+            # the answer's first fixed tokens; at least one prompt token is, so the logits are this prompt's
+            keep = min(self.llm.longest_token_prefix(self.llm._input_ids.tolist(), tokens), len(tokens) - 1)
+            self.llm.n_tokens = keep
+            evaluated, n_prompt = len(tokens) - keep, len(tokens)
             try:
                 ans = decode_enum_object(fields, lambda t: self.tokenize(t, special=False), self._value_tokens,
-                                         self.llm.eval, self._last_logits, params, deadline)
+                                         self.llm.eval, self._last_logits, params, deadline, lead=tokens[keep:])
             except DecodeTimeout as exc:
                 raise BackendTimeout(str(exc)) from None
-            finally:
-                self.llm.n_tokens = n_prompt  # the next call reuses the prompt state, not this answer
+            finally:  # the next call reuses the prompt state (if it was evaluated), not this answer
+                self.llm.n_tokens = n_prompt if self.llm.n_tokens >= n_prompt else keep
             secs = time.perf_counter() - t0
         return Generation(text=ans.text, prompt_tokens=evaluated, prompt_tokens_total=len(tokens),
                           completion_tokens=ans.answer_tokens, seconds=secs, decode_steps=ans.decode_steps)

@@ -56,12 +56,17 @@ class EnumAnswer:
 
 def decode_enum_object(fields: Sequence[tuple[str, Sequence[str]]], tokenize: Callable[[str], list[int]],
                        value_tokens: Callable[[str], list[int]], feed: Callable[[list[int]], None],
-                       logits: Callable[[], np.ndarray], params: dict, deadline: float | None = None) -> EnumAnswer:
-    """Decode ``{"key": "value", ...}`` for ``fields`` = [(key, allowed values), ...] (see module docstring)."""
+                       logits: Callable[[], np.ndarray], params: dict, deadline: float | None = None,
+                       lead: Sequence[int] = ()) -> EnumAnswer:
+    """Decode ``{"key": "value", ...}`` for ``fields`` = [(key, allowed values), ...] (see module docstring).
+
+    ``lead``: prompt tokens not yet evaluated; they go into the same evaluation as the answer's first fixed
+    tokens (one batch instead of two: the prompt's tail and ``{"key": "`` are evaluated together)."""
     temperature, top_k = float(params.get("temperature", 0.0)), int(params.get("top_k", 1))
     rng = np.random.default_rng(int(params.get("seed", 0)))
     answer: dict[str, str] = {}
-    pending: list[int] = []     # tokens fixed by the schema, not yet evaluated
+    pending: list[int] = list(lead)  # prompt tail, then tokens fixed by the schema, not yet evaluated
+    n_lead = len(pending)
     n_answer = n_choices = 0
     for i, (key, values) in enumerate(fields):
         if deadline is not None and time.monotonic() > deadline:
@@ -71,8 +76,8 @@ def decode_enum_object(fields: Sequence[tuple[str, Sequence[str]]], tokenize: Ca
         depth = 0
         while len(cands) > 1:   # the model chooses among the values still possible
             feed(pending)
-            n_answer += len(pending)
-            pending = []
+            n_answer += len(pending) - n_lead
+            pending, n_lead = [], 0
             allowed = sorted({t[depth] for t in cands.values()})
             pick = allowed[choose(logits()[allowed], temperature, top_k, rng)]
             n_choices += 1
@@ -83,5 +88,5 @@ def decode_enum_object(fields: Sequence[tuple[str, Sequence[str]]], tokenize: Ca
         pending += vt[depth:]
         answer[key] = value
     pending += tokenize('"}')
-    n_answer += len(pending)   # the closing tokens are part of the answer; not evaluated
+    n_answer += len(pending) - n_lead  # the closing tokens are part of the answer; not evaluated
     return EnumAnswer(text=json.dumps(answer), answer_tokens=n_answer, decode_steps=n_choices)

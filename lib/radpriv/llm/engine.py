@@ -173,6 +173,7 @@ def answer_key(spec: ModelSpec, backend_name: str, schema: Schema, mode: str, me
             extra["top_logprobs"] = TOP_LOGPROBS
     elif backend_name in IN_PROCESS:  # jump-forward decoding of the fixed JSON tokens
         extra["decoding"] = params.get("decoding", "jump-forward")
+        extra["decoding_version"] = 2  # 2: the prompt's tail and the first fixed answer tokens in one batch
     return AnswerCache.key(spec.model_id, backend_name, messages, prompts.answer_schema(schema),
                            {**params, **extra})
 
