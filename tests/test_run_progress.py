@@ -284,6 +284,10 @@ def test_unchanged_inputs_render_the_last_run_again(runs):
     assert timings["cached_smoke"]["wall_time_s"] == reused["wall_time_s"]
     assert "reused_from" not in changed and changed["inputs_sha256"] != second["inputs_sha256"]
     assert "result 4" in runs["changed"]["reader"] and "cell 3 of 3" in runs["changed"]["stderr"]
+    index = (runs["out"] / "index.html").read_text()
+    assert "ok, inputs unchanged since" not in index  # the latest record ("changed") was executed
+    page = run.write_index(runs["out"]).read_text()
+    assert "toy" in page
 
 
 def test_inputs_digest_covers_the_package_and_refuses_user_files(tmp_path, monkeypatch):

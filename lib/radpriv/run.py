@@ -960,9 +960,14 @@ def write_index(out_dir: str | Path | None = None) -> Path:
         link = (f'<a href="{esc(rec["html"])}">{esc(name)}</a>' if rec.get("html") else esc(name))
         code = f' (<a href="{esc(rec["html_code"])}">with code</a>)' if rec.get("html_code") else ""
         wall = rec.get("wall_time_s")
+        status, wall_text = str(rec.get("status", "")), fmt_duration(wall)
+        if rec.get("reused_from"):  # inputs unchanged: the earlier execution, rendered again
+            origin = rec["reused_from"]
+            status += f", inputs unchanged since {_utc_label(origin.get('started'))}"
+            wall_text = f"{fmt_duration(origin.get('wall_time_s'))} (re-rendered in {fmt_duration(wall)})"
         rows.append(f"<tr><td>{link}{code}</td><td class=\"q\">{esc(NOTEBOOK_QUESTIONS.get(name, ''))}</td>"
-                    f"<td>{esc(str(rec.get('profile', '')))}</td><td>{esc(str(rec.get('status', '')))}</td>"
-                    f"<td class=\"num\">{esc(fmt_duration(wall))}</td>"
+                    f"<td>{esc(str(rec.get('profile', '')))}</td><td>{esc(status)}</td>"
+                    f"<td class=\"num\">{esc(wall_text)}</td>"
                     f"<td class=\"num\">{esc(_gb(rec.get('peak_rss_gb')))}</td>"
                     f"<td>{esc(_utc_label(rec.get('started')))}</td></tr>")
 
