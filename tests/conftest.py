@@ -217,7 +217,8 @@ def assert_clean_reader_page(html: str, *dirs) -> None:
 
     from radpriv import paths
 
-    assert "application/vnd.jupyter.stderr" not in html, "stderr output in the reader's page"
+    # (an output element's attribute; the page's stylesheet names the same mime type in single quotes)
+    assert 'data-mime-type="application/vnd.jupyter.stderr"' not in html, "stderr output in the reader's page"
     for needle in ("Traceback (most recent call last)", "TqdmWarning", "it/s]", "report/s]"):
         assert needle not in html, needle
     for d in (os.path.expanduser("~"), sys.prefix, str(paths.REPO), *map(str, dirs)):
