@@ -34,7 +34,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import resource
 import statistics
 import sys
 
@@ -80,6 +79,7 @@ def _worker(name: str, args: dict, out) -> None:
     from radpriv.data import load_dataset
     from radpriv.dp import train as T
     from radpriv.evaluate.scoring import binarize
+    from radpriv.kernel import peak_rss_bytes
     from radpriv.llm import registry
 
     ds = load_dataset(args["dataset"])
@@ -94,7 +94,7 @@ def _worker(name: str, args: dict, out) -> None:
     if cfg.device.startswith("cuda") and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     res = T.train(cfg, enc, texts, Y)
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_rss = peak_rss_bytes() / 2**20  # VmHWM (ru_maxrss would carry the parent's peak across spawn)
     cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() and cfg.device.startswith("cuda") else None
     out.put({"config": name, "samples_per_s": res.samples_per_second, "trunk_s": res.trunk_seconds,
              "total_s": res.seconds,

@@ -302,3 +302,21 @@ def test_inputs_digest_covers_the_package_and_refuses_user_files(tmp_path, monke
     assert run.inputs_digest(nb, {"manifest": str(mine)}) is None  # a user's own files: always executed
     assert run.inputs_digest(nb, {"manifests": {"chest": str(mine)}}) is None
     assert run.inputs_digest(nb, {"manifest": "synthetic_cmr"}) is not None  # bundled names are covered
+
+
+def test_peak_memory_is_the_processs_own_not_its_parents():
+    """A process started by fork + exec inherits its parent's high-water mark into ru_maxrss; the kernel's peak
+    is its own (VmHWM): a fresh child of a parent holding 800 MB reports far less, and counts what it touches."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    held = np.ones(100_000_000)  # 800 MB resident in this (parent) process
+    code = ("import numpy as np; from radpriv.kernel import peak_rss_bytes; a = peak_rss_bytes(); "
+            "b = np.ones(40_000_000); print(a, peak_rss_bytes())")
+    before, after = map(int, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                            check=True).stdout.split())
+    assert held.sum() == 1e8
+    assert before < 300e6  # the interpreter and numpy, not the parent's 800 MB
+    assert after - before >= 300e6  # the child's own 320 MB array counts
