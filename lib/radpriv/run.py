@@ -470,7 +470,7 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def _parse_seconds(value: Any, where: str) -> float | None:
+def _parse_seconds(value: Any) -> float | None:
     """A budget as seconds: a number, or ``"m:ss"`` / ``"h:mm:ss"``; None stays None (not measured)."""
     import re
 
@@ -483,8 +483,59 @@ def _parse_seconds(value: Any, where: str) -> float | None:
         for part in value.strip().split(":"):
             secs = secs * 60 + int(part)
         return float(secs)
-    raise TimingsError(f"{where}: must be seconds (a number >= 0, or \"m:ss\"/\"h:mm:ss\") or null, "
-                       f"got {json.dumps(value, default=str)}")
+    raise ValueError(f"must be seconds (a number >= 0, or \"m:ss\"/\"h:mm:ss\") or null, "
+                     f"got {json.dumps(value, default=str)}")
+
+
+def _timings_models():
+    """The pydantic schema of notebooks/params/timings.yaml (built on first use: pydantic stays out of imports)."""
+    from typing import Annotated
+
+    from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+    Seconds = Annotated[float | None, BeforeValidator(_parse_seconds)]
+    Text = Annotated[str | None, BeforeValidator(lambda v: None if v is None else str(v))]
+
+    class Budgets(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        smoke: Seconds = None
+        default: Seconds = None
+        full: Seconds = None
+        cached_default: Seconds = None
+
+    class Measured(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        date: Text = None
+        machine: Text = None
+        cpu_count: Text = None
+        note: Text = None
+
+    class TimingsFile(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        measured: Measured = Measured()
+        notebooks: dict[str, Budgets] = {}
+
+    assert tuple(Budgets.model_fields) == REFERENCE_KEYS and tuple(Measured.model_fields) == REFERENCE_MEASURED_KEYS
+    return TimingsFile
+
+
+def _timings_problem(path: Path, err: dict) -> str:
+    """One pydantic error of timings.yaml as ``<file>: <key path>: <what is wrong>``."""
+    loc = [str(x) for x in err["loc"]]
+    where = ".".join(loc)
+    known = {1: "measured, notebooks", 2: ", ".join(REFERENCE_MEASURED_KEYS), 3: ", ".join(REFERENCE_KEYS)}
+    if err["type"] == "extra_forbidden":
+        if len(loc) == 1:
+            return f"{path}: unknown key {loc[0]!r} (known: {known[1]})"
+        what = "unknown profile" if loc[0] == "notebooks" else "unknown key"
+        return f"{path}: {where}: {what} (known: {known[len(loc)]})"
+    if err["type"] in ("model_type", "dict_type", "model_attributes_type"):
+        hint = {("measured",): f"a mapping of {known[2]}",
+                ("notebooks",): "a mapping of notebook stem -> budgets per profile"}.get(
+            tuple(loc), "a mapping of profile -> seconds, e.g. {smoke: 150, default: null}")
+        return f"{path}: {where}: must be {hint}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{path}: {where}: {msg}"
 
 
 def reference_timings(path: str | Path | None = None) -> dict:
@@ -494,45 +545,32 @@ def reference_timings(path: str | Path | None = None) -> dict:
     None}}}`` with every notebook of NOTEBOOK_ORDER and every key of REFERENCE_KEYS present (None: not
     measured). A missing default file gives all None; a malformed one raises :class:`TimingsError` naming the
     file and the key."""
+    from pydantic import ValidationError
+
     explicit = path is not None
     path = Path(path) if explicit else paths.PARAMS / "timings.yaml"
-    known = list(NOTEBOOK_ORDER) + sorted(p.stem for p in paths.NOTEBOOKS.glob("*.ipynb")
-                                          if p.stem not in NOTEBOOK_ORDER)
-    out: dict[str, Any] = {"path": str(path), "measured": {k: None for k in REFERENCE_MEASURED_KEYS},
-                           "notebooks": {s: {k: None for k in REFERENCE_KEYS} for s in NOTEBOOK_ORDER}}
     if not path.exists():
         if explicit:
             raise TimingsError(f"{path}: no such file")
-        return out
-    doc = _yaml_mapping(path, TimingsError, "must be a mapping with the keys measured and notebooks")
-    for key in doc:
-        if key not in ("measured", "notebooks"):
-            raise TimingsError(f"{path}: unknown key {key!r} (known: measured, notebooks)")
-    measured = doc.get("measured") or {}
-    if not isinstance(measured, dict):
-        raise TimingsError(f"{path}: measured: must be a mapping of {', '.join(REFERENCE_MEASURED_KEYS)}")
-    for key, value in measured.items():
-        if key not in REFERENCE_MEASURED_KEYS:
-            raise TimingsError(f"{path}: measured.{key}: unknown key (known: {', '.join(REFERENCE_MEASURED_KEYS)})")
-        out["measured"][key] = None if value is None else str(value)
-    notebooks = doc.get("notebooks") or {}
-    if not isinstance(notebooks, dict):
-        raise TimingsError(f"{path}: notebooks: must be a mapping of notebook stem -> budgets per profile")
-    for stem, budgets in notebooks.items():
+        doc: dict = {}
+    else:
+        doc = _yaml_mapping(path, TimingsError, "must be a mapping with the keys measured and notebooks")
+    doc = {k: ({} if v is None else v) for k, v in doc.items()}
+    if isinstance(doc.get("notebooks"), dict):
+        doc["notebooks"] = {k: ({} if v is None else v) for k, v in doc["notebooks"].items()}
+    try:
+        parsed = _timings_models().model_validate(doc)
+    except ValidationError as exc:
+        raise TimingsError(_timings_problem(path, exc.errors()[0])) from None
+    known = list(NOTEBOOK_ORDER) + sorted(p.stem for p in paths.NOTEBOOKS.glob("*.ipynb")
+                                          if p.stem not in NOTEBOOK_ORDER)
+    for stem in parsed.notebooks:
         if stem not in known:
             raise TimingsError(f"{path}: notebooks.{stem}: unknown notebook (known: {', '.join(known)})")
-        row = out["notebooks"].setdefault(stem, {k: None for k in REFERENCE_KEYS})
-        if budgets is None:
-            continue
-        if not isinstance(budgets, dict):
-            raise TimingsError(f"{path}: notebooks.{stem}: must be a mapping of profile -> seconds, e.g. "
-                               f"{{smoke: 150, default: null}}")
-        for profile, value in budgets.items():
-            if profile not in REFERENCE_KEYS:
-                raise TimingsError(f"{path}: notebooks.{stem}.{profile}: unknown profile "
-                                   f"(known: {', '.join(REFERENCE_KEYS)})")
-            row[profile] = _parse_seconds(value, f"{path}: notebooks.{stem}.{profile}")
-    return out
+    empty = {k: None for k in REFERENCE_KEYS}
+    return {"path": str(path), "measured": parsed.measured.model_dump(),
+            "notebooks": {**{s: dict(empty) for s in NOTEBOOK_ORDER},
+                          **{s: b.model_dump() for s, b in parsed.notebooks.items()}}}
 
 
 def _reference_or_warn(path: str | Path | None = None) -> dict | None:
