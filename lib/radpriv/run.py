@@ -361,7 +361,7 @@ def ensure_kernel(name: str = KERNEL_NAME) -> Path:
         (Path(tmp) / "kernel.json").write_text(json.dumps({
             "argv": argv, "display_name": "radpriv (Python 3, network-guarded)", "language": "python",
             "metadata": {"debugger": False}}), encoding="utf-8")
-        return Path(ksm.install_kernel_spec(tmp, name, prefix=sys.prefix, replace=True))
+        return Path(ksm.install_kernel_spec(tmp, name, prefix=sys.prefix))  # (always replaces an existing spec)
 
 
 RESULTS_ENV = "RADPRIV_RESULTS_DIR"
