@@ -33,7 +33,8 @@ def test_load_params_layers_profile_file_and_overrides(tmp_path):
     extra = tmp_path / "mine.yaml"
     extra.write_text(yaml.safe_dump({"limit": 5, "models": ["x"]}))
     p = run.load_params("01_cmr_llm_benchmark", "smoke", extra, {"seed": 9})
-    assert p == {"limit": 5, "models": ["x"], "n_resamples": 200, "profile": "smoke", "seed": 9}
+    assert p == {"limit": 5, "models": ["x"], "n_resamples": 200, "eval_splits": ["validation", "test"],
+                 "profile": "smoke", "seed": 9}
 
 
 def test_load_params_errors_name_the_file(tmp_path):
@@ -150,3 +151,15 @@ def test_failed_notebook_is_rendered_and_reported(tmp_path, monkeypatch, capsys)
     timings = json.loads((tmp_path / "r" / "timings.json").read_text())
     assert timings["bad"]["smoke"]["status"] == "failed" and len(timings["bad"]["smoke"]["cells_s"]) == 1
     assert "failed after" in (tmp_path / "r" / "index.html").read_text()
+
+
+@pytest.mark.parametrize("stem", run.NOTEBOOK_ORDER)
+def test_notebook_defaults_are_the_default_profile(stem):
+    """Opening a notebook in `make lab` runs the study the README and `make reports` describe: every value of
+    the default profile is the parameters cell's default (profiles that differ say so in their own files)."""
+    cell = run.notebook_parameters(stem)
+    profile = yaml.safe_load((paths.PARAMS / f"{stem}.default.yaml").read_text()) or {}
+    assert profile, f"{stem}.default.yaml is empty"
+    for name, value in profile.items():
+        assert name in cell, f"{stem}.default.yaml sets {name!r}, which the notebook does not have"
+        assert cell[name] == value, f"{stem}: parameters cell {name} = {cell[name]!r}, default profile {value!r}"
