@@ -1,7 +1,7 @@
 # radpriv — `make` (or `make help`) lists every target.
 #
 # The environment is a virtualenv in a cache dir, keyed on the hash of pyproject.toml and this
-# Makefile's bootstrap recipe: CI and repeated runs reuse it, a fresh machine builds it from nothing,
+# Makefile's bootstrap recipe (the lines from `$(STAMP):` to its `touch`): CI and repeated runs reuse it, a fresh machine builds it from nothing,
 # and an interrupted build is never mistaken for a complete one (a stamp is written last).
 
 SHELL := /bin/bash
@@ -10,7 +10,7 @@ SHELL := /bin/bash
 PYTHON        ?= python3
 RADPRIV_CACHE ?= $(HOME)/.cache/radpriv
 export RADPRIV_CACHE
-ENV_KEY       := $(shell cat pyproject.toml | sha256sum | cut -c1-12)
+ENV_KEY       := $(shell { cat pyproject.toml; sed -n '/^\$$(STAMP):/,/^\ttouch/p' $(firstword $(MAKEFILE_LIST)); } | sha256sum | cut -c1-12)
 VENV          ?= $(RADPRIV_CACHE)/venv-$(ENV_KEY)
 VPY           := $(VENV)/bin/python
 STAMP         := $(VENV)/.radpriv-complete

@@ -4,7 +4,7 @@
   schema) by jump-forward decoding, any other JSON schema by a grammar compiled from it; the shared prefix (instructions, template, few-shot turns) stays in the KV
   cache and is evaluated once; scoring mode reads next-token log-probabilities on a saved state.
 - ``openai``    any OpenAI-compatible chat-completions server (Ollama /v1, vLLM, llama.cpp server,
-  LM Studio): structured output where the server has it, then jsonschema validation; scoring mode via
+  LM Studio): structured output where the server has it, then the engine parses and checks the answer; scoring mode via
   ``logprobs``/``top_logprobs``. Every URL passes the network guard first.
 
 Create one with :func:`create_backend(spec)`; register another with :func:`register_backend`.
