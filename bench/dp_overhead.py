@@ -68,7 +68,7 @@ def _rss_mb() -> float:
 def _worker(name: str, args: dict, out) -> None:
     import warnings
 
-    from radpriv.llm.netguard import install_process_guard
+    from radpriv.netguard import install_process_guard
 
     install_process_guard()  # a spawned process: its own guard
 
@@ -80,7 +80,7 @@ def _worker(name: str, args: dict, out) -> None:
     from radpriv.dp import train as T
     from radpriv.evaluate.scoring import binarize
     from radpriv.kernel import peak_rss_bytes
-    from radpriv.llm import registry
+    from radpriv.models import registry
 
     ds = load_dataset(args["dataset"])
     frame = ds.split("train").head(args["n"])
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from radpriv.llm.netguard import install_process_guard
+    from radpriv.netguard import install_process_guard
 
     install_process_guard()  # benchmarks send nothing off the machine: loopback only (+ $RADPRIV_ALLOW_HOSTS)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -84,7 +84,7 @@ def decode_step_seconds(backend, tokens: list[int], reps: int) -> float:
 def floor_rows(model: str, n: int, reps: int) -> list[dict]:
     from radpriv.llm.backends import get_backend
     from radpriv.llm.engine import few_shot_examples, label_frame
-    from radpriv.llm.registry import resolve_model
+    from radpriv.models.registry import resolve_model
 
     spec = resolve_model(model)
     backend = get_backend(spec)
@@ -175,8 +175,8 @@ def main(argv=None) -> int:
         return 0
     import pandas as pd
 
-    from radpriv.llm.netguard import install_process_guard
-    from radpriv.llm.registry import RegistryError, model_path
+    from radpriv.netguard import install_process_guard
+    from radpriv.models.registry import RegistryError, model_path
 
     install_process_guard()
 

@@ -24,7 +24,6 @@ run resumes. Samples are the first reports of each split in file order (fixed, r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -135,7 +134,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from radpriv.llm.netguard import install_process_guard
+    from radpriv.netguard import install_process_guard
 
     install_process_guard()  # benchmarks send nothing off the machine: loopback only (+ $RADPRIV_ALLOW_HOSTS)
     sys.exit(main())

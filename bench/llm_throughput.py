@@ -47,7 +47,7 @@ from radpriv.data import load_dataset  # noqa: E402
 from radpriv.llm import prompts  # noqa: E402
 from radpriv.llm.backends import get_backend  # noqa: E402
 from radpriv.llm.engine import build_messages, label_frame, prefill_questions  # noqa: E402
-from radpriv.llm.registry import model_path, resolve_model  # noqa: E402
+from radpriv.models.registry import model_path, resolve_model  # noqa: E402
 
 LABELERS = ("naive", "template", "scoring")
 TARGET_SPEEDUP, TARGET_TOKEN_RATIO = 2.0, 1.3
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from radpriv.llm.netguard import install_process_guard
+    from radpriv.netguard import install_process_guard
 
     install_process_guard()  # benchmarks send nothing off the machine: loopback only (+ $RADPRIV_ALLOW_HOSTS)
     sys.exit(main())

@@ -94,7 +94,7 @@ for _v in PROXY_VARS:
 os.environ.pop("NO_PROXY", None)
 os.environ.pop("no_proxy", None)
 
-from radpriv.llm import netguard  # noqa: E402
+from radpriv import netguard  # noqa: E402
 
 netguard.install_process_guard()
 
@@ -161,7 +161,7 @@ def llama_server():
     import time
     import urllib.request
 
-    from radpriv.llm.registry import ModelNotFetchedError, model_path
+    from radpriv.models.registry import ModelNotFetchedError, model_path
 
     try:
         smol = model_path("smollm2-135m")
@@ -195,7 +195,7 @@ def enc_without_dropout(tmp_path_factory):
     only in how their batches were computed. Shared by the DP training and memory-budget tests."""
     import json
 
-    from radpriv.llm import registry
+    from radpriv.models import registry
 
     enc = registry.get_model("minilm-l6").local_path
     if not enc.is_dir():

@@ -363,7 +363,7 @@ def test_one_run_epsilon_never_exceeds_accountant_on_dp_model(cxr):
     DP-SGD that forgot its noise (clipping only: AUC 0.97, bound 2.05 > 1.63): such a bug fails this test."""
     from radpriv.audit import one_run as O
     from radpriv.dp.train import TrainConfig
-    from radpriv.llm import registry
+    from radpriv.models import registry
 
     ds, f = cxr
     enc = registry.get_model("minilm-l6").local_path

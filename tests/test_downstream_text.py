@@ -32,7 +32,7 @@ def test_logistic_heads_on_separable_features_and_constant_findings():
 
 
 def _encoder():
-    from radpriv.llm.registry import ModelNotFetchedError, VerificationError
+    from radpriv.models.registry import ModelNotFetchedError, VerificationError
     from radpriv.downstream.text import MiniLMEncoder
 
     try:

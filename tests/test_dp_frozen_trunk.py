@@ -2,7 +2,6 @@
 exactly the whole model's logits and per-report gradients; only the top layers and the head move; the head
 modes train a linear layer over cached pooled features; the validation search keeps the best candidate."""
 
-import math
 import warnings
 
 import numpy as np
@@ -12,7 +11,7 @@ import torch
 from radpriv.dp import grid
 from radpriv.dp.train import (TopClassifier, TrainConfig, build_model, collate, predict_cached, predict_logits, train,
                               trunk_states, windows)
-from radpriv.llm import registry
+from radpriv.models import registry
 
 ENC = registry.get_model("minilm-l6").local_path
 TEXTS = ["No pleural effusion. Heart size normal.",

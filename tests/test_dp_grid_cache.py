@@ -19,7 +19,7 @@ import pytest
 from radpriv.dp import grid
 from radpriv.dp.grid import Split, run_key
 from radpriv.dp.train import TrainConfig
-from radpriv.llm import registry
+from radpriv.models import registry
 
 ENC = registry.get_model("minilm-l6").local_path
 TEXTS = ["No pleural effusion. Heart size normal.", "Large right pleural effusion with adjacent atelectasis.",
@@ -80,7 +80,7 @@ def _flip_middle_byte(f: Path) -> None:
 
 
 def test_fingerprint_sees_a_flipped_weight_byte(enc_copy, monkeypatch):
-    from radpriv.llm.fetch import SIDECAR_MIN_BYTES, _read_sidecar
+    from radpriv.models.fetch import SIDECAR_MIN_BYTES, _read_sidecar
 
     monkeypatch.setattr(grid, "_fingerprint_cache", {})  # hash through file_sha256 (and its sidecar) here
     weights = registry.hf_weight_files(enc_copy)[0]
@@ -100,8 +100,9 @@ def test_fingerprint_sees_a_flipped_weight_byte(enc_copy, monkeypatch):
 
 
 def test_fingerprint_is_every_files_sha256_and_ignores_bookkeeping(enc_copy, tmp_path):
-    from radpriv.llm.fetch import file_sha256
     import hashlib
+
+    from radpriv.hashing import file_sha256
 
     d = tmp_path / "enc"
     d.mkdir()
@@ -130,14 +131,12 @@ def test_fingerprint_is_every_files_sha256_and_ignores_bookkeeping(enc_copy, tmp
 
 
 def test_fingerprint_is_cached_in_process(enc_copy, monkeypatch):
-    import importlib
-
-    fetch = importlib.import_module("radpriv.llm.fetch")  # (radpriv.llm.fetch is also a function name)
+    from radpriv import hashing
 
     grid.encoder_fingerprint(enc_copy)
     calls = []
-    real = fetch.file_sha256
-    monkeypatch.setattr(fetch, "file_sha256", lambda p, **kw: (calls.append(p), real(p, **kw))[1])
+    real = hashing.file_sha256
+    monkeypatch.setattr(hashing, "file_sha256", lambda p, **kw: (calls.append(p), real(p, **kw))[1])
     grid.encoder_fingerprint(enc_copy)
     assert calls == []  # unchanged names, sizes, mtimes: not even the sidecars are read
     cfg = enc_copy / "config.json"

@@ -28,7 +28,6 @@ resident size after the model was built and wrapped; torch 2.13 CPU, transformer
 """
 
 import json
-import math
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -39,7 +38,7 @@ import torch
 
 from radpriv.dp.train import (TrainConfig, build_model, estimate_pass_bytes, predict_logits, reports_per_pass, train,
                               windows)
-from radpriv.llm import registry
+from radpriv.models import registry
 
 ENC = registry.get_model("minilm-l6").local_path
 #: MiniLM-L6's sizes (the estimate reads nothing else of the encoder config)
@@ -260,7 +259,7 @@ import numpy as np, torch
 from radpriv.data.synthetic import generate
 from radpriv.dp.train import TrainConfig, build_model, estimate_pass_bytes, train
 from radpriv.kernel import peak_rss_bytes
-from radpriv.llm import registry
+from radpriv.models import registry
 
 def rss():
     with open("/proc/self/status") as f:

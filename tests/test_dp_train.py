@@ -9,7 +9,7 @@ import torch
 import warnings
 
 from radpriv.dp.train import TrainConfig, build_model, collate, predict_proba, train, windows
-from radpriv.llm import registry
+from radpriv.models import registry
 
 ENC = registry.get_model("minilm-l6").local_path
 TEXTS = ["No pleural effusion. Heart size normal.",

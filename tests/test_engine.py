@@ -1,9 +1,7 @@
 """The LLM engine on a real model (SmolLM2-135M, the smallest) and a real llama.cpp server on 127.0.0.1."""
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,9 +12,10 @@ import pandas as pd
 import pytest
 
 from radpriv.data import synthetic
-from radpriv.llm import AnswerCache, NetworkPolicyError, guard
+from radpriv.llm import AnswerCache
+from radpriv.netguard import NetworkPolicyError, guard
 from radpriv.llm.engine import few_shot_examples, label_frame
-from radpriv.llm.registry import ModelNotFetchedError, get_model, model_path, register_model
+from radpriv.models.registry import ModelNotFetchedError, get_model, model_path, register_model
 from radpriv.schemas import State, load_schema
 
 pytestmark = pytest.mark.slow

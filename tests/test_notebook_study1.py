@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import binomtest, chi2
 
 from radpriv import run
-from radpriv.llm.registry import register_model
+from radpriv.models.registry import register_model
 from conftest import assert_clean_reader_page
 
 pytestmark = pytest.mark.slow

@@ -11,17 +11,15 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
 
 from radpriv.data import synthetic
-from radpriv.llm import AnswerCache, NetworkPolicyError, guard
+from radpriv.netguard import guard
 from radpriv.llm.engine import answer_key, build_messages, label_frame
-from radpriv.llm.registry import (ModelLoadError, ModelNotFetchedError, ModelSpec, VerificationError, get_model,
-                                  model_path, register_model)
+from radpriv.models.registry import (ModelLoadError, ModelNotFetchedError, ModelSpec, VerificationError, model_path, register_model)
 from radpriv.schemas import load_schema
 
 

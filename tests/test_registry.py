@@ -7,12 +7,13 @@ import pytest
 import yaml
 
 from radpriv import paths
-from radpriv.llm import registry
-from radpriv.llm.registry import (ModelNotFetchedError, ModelSpec, RegistryError, VerificationError, default_models,
+from radpriv.models import registry
+from radpriv.models.registry import (ModelNotFetchedError, ModelSpec, RegistryError, VerificationError, default_models,
                                   get_model, list_models, model_path, register_model, resolve_model,
                                   unregister_model, user_registry_path)
 
-fetch_mod = importlib.import_module("radpriv.llm.fetch")
+fetch_mod = importlib.import_module("radpriv.models.fetch")
+from radpriv import hashing  # noqa: E402
 REAL_MODELS = paths.models_dir()  # where `make models` put the files (conftest resolves it before tests run)
 
 
@@ -199,7 +200,7 @@ def test_register_server_loopback_and_opt_in(isolated, monkeypatch):
     assert spec.model_id == "http://127.0.0.1:11434/v1|llama3.1:8b" and spec.local_path is None
     with pytest.raises(RegistryError, match="no local path"):
         model_path("ollama")
-    from radpriv.llm.netguard import NetworkPolicyError
+    from radpriv.netguard import NetworkPolicyError
 
     with pytest.raises(NetworkPolicyError, match="--allow-host gpu-server.lan"):
         register_model("vllm", "openai", endpoint="http://gpu-server.lan:8000/v1", served_model="qwen")
@@ -241,12 +242,12 @@ def test_resolve_model_accepts_names_specs_and_paths(isolated):
 
 
 def test_sidecar_skips_rehash_but_detects_changes(isolated, monkeypatch):
-    monkeypatch.setattr(fetch_mod, "SIDECAR_MIN_BYTES", 0)
+    monkeypatch.setattr(hashing, "SIDECAR_MIN_BYTES", 0)
     f, _ = _gguf(isolated / "s.gguf")
     register_model("s", "gguf", path=f, progress=False)
     calls = []
-    real = fetch_mod._hash_file
-    monkeypatch.setattr(fetch_mod, "_hash_file", lambda p, progress=False: calls.append(p) or real(p))
+    real = hashing.hash_file
+    monkeypatch.setattr(hashing, "hash_file", lambda p, progress=False: calls.append(p) or real(p))
     model_path("s")
     assert calls == []  # served from the sidecar written at registration
     model_path("s", full=True)

@@ -11,7 +11,7 @@ import pytest
 from radpriv.cli import main
 from radpriv.data import synthetic
 from radpriv.llm.engine import label_frame
-from radpriv.llm.registry import ModelLoadError, ModelNotFetchedError, model_path, register_model
+from radpriv.models.registry import ModelLoadError, ModelNotFetchedError, model_path, register_model
 from radpriv.schemas import load_schema
 
 
@@ -63,7 +63,7 @@ def test_named_chat_format_is_used(cmr_eval, tmp_path, monkeypatch):
     run = label_frame(cmr_eval, "cmr", "smol-chatml", cache=False, progress=False)
     assert run.stats["n_answers"] == 4
     from radpriv.llm.backends import get_backend
-    from radpriv.llm.registry import get_model
+    from radpriv.models.registry import get_model
 
     b = get_backend(get_model("smol-chatml"))
     rendered = b.render([{"role": "user", "content": "hi"}])

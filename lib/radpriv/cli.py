@@ -44,9 +44,7 @@ def _human(n: int | None) -> str:
 
 def _status(spec) -> str:
     """Fast status for the listing: never hashes a large file (uses the verification sidecar)."""
-    import importlib
-
-    fetch_mod = importlib.import_module("radpriv.llm.fetch")  # the module (radpriv.llm.fetch is the function)
+    from radpriv.hashing import SIDECAR_MIN_BYTES, file_sha256, read_sidecar
 
     if spec.is_server:
         return "server"
@@ -59,17 +57,17 @@ def _status(spec) -> str:
     if not target.is_file():
         return "incomplete"
     st = target.stat()
-    if st.st_size < fetch_mod.SIDECAR_MIN_BYTES:
-        sha = fetch_mod.file_sha256(target)
+    if st.st_size < SIDECAR_MIN_BYTES:
+        sha = file_sha256(target)
     else:
-        sha = fetch_mod._read_sidecar(target, st)
+        sha = read_sidecar(target, st)
         if sha is None:
             return "unverified"
     return "ready" if sha == spec.sha256 else "MISMATCH"
 
 
 def cmd_models_list(args) -> int:
-    from radpriv.llm.registry import list_models, user_registry_path
+    from radpriv.models.registry import list_models, user_registry_path
 
     specs = list_models(role=args.role)
     if args.json:
@@ -91,7 +89,7 @@ def cmd_models_list(args) -> int:
 
 
 def cmd_models_fetch(args) -> int:
-    from radpriv.llm.fetch import fetch, fetch_defaults
+    from radpriv.models.fetch import fetch, fetch_defaults
 
     if not args.names and not args.defaults:
         raise _Usage("give model NAME(s) or --defaults (see `radpriv models list`)")
@@ -105,7 +103,7 @@ def cmd_models_fetch(args) -> int:
 
 
 def cmd_models_register(args) -> int:
-    from radpriv.llm.registry import register_model
+    from radpriv.models.registry import register_model
 
     given = [k for k in ("gguf", "hf", "endpoint") if getattr(args, k)]
     if len(given) != 1:
@@ -122,7 +120,7 @@ def cmd_models_register(args) -> int:
                           allow_hosts=args.allow_host, overwrite=args.force, progress=True)
     print(f"registered {spec.name} ({spec.kind}, model id {spec.model_id})")
     if spec.is_server:
-        from radpriv.llm.netguard import is_loopback
+        from radpriv.netguard import is_loopback
         from urllib.parse import urlsplit
 
         host = urlsplit(spec.endpoint).hostname
@@ -132,14 +130,14 @@ def cmd_models_register(args) -> int:
 
 
 def cmd_models_path(args) -> int:
-    from radpriv.llm.registry import model_path
+    from radpriv.models.registry import model_path
 
     print(model_path(args.name, full=args.full))
     return 0
 
 
 def cmd_models_remove(args) -> int:
-    from radpriv.llm.registry import unregister_model
+    from radpriv.models.registry import unregister_model
 
     unregister_model(args.name)
     print(f"removed {args.name} from the user registry (files on disk were not touched)")
@@ -199,7 +197,7 @@ def _label_with_rules(args, out: Path) -> int:
 
     from radpriv.baselines.rules import rule_baseline
     from radpriv.data import load_dataset
-    from radpriv.llm.netguard import guard
+    from radpriv.netguard import guard
     from radpriv.schemas import load_schema
 
     if args.mode != "template":
@@ -235,8 +233,8 @@ def _label_with_rules(args, out: Path) -> int:
 def cmd_label(args) -> int:
     from radpriv.data import load_dataset
     from radpriv.llm.cache import AnswerCache
-    from radpriv.llm.netguard import check_endpoint, guard
-    from radpriv.llm.registry import model_path, resolve_model
+    from radpriv.netguard import check_endpoint, guard
+    from radpriv.models.registry import model_path, resolve_model
     from radpriv.schemas import load_schema
 
     out = Path(args.out)
@@ -541,9 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """User errors: bad input, a refused host, a model that is not ready. Printed as one line, exit 2."""
     errors: list[type[BaseException]] = [_Usage, FileNotFoundError, PermissionError]
-    for mod, names in (("radpriv.llm.registry", ("RegistryError", "ModelLoadError")),
-                       ("radpriv.llm.fetch", ("FetchError",)),
-                       ("radpriv.llm.netguard", ("NetworkPolicyError", "EndpointError")), ("radpriv.llm.cache", ("CacheError",)),
+    for mod, names in (("radpriv.models.registry", ("RegistryError", "ModelLoadError")),
+                       ("radpriv.models.fetch", ("FetchError",)),
+                       ("radpriv.netguard", ("NetworkPolicyError", "EndpointError")), ("radpriv.llm.cache", ("CacheError",)),
                        ("radpriv.data.manifest", ("DataError",)), ("radpriv.schemas", ("SchemaError",)),
                        ("radpriv.baselines.rules", ("RuleError",))):
         m = sys.modules.get(mod)  # only modules that were loaded can have raised
@@ -560,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False) or os.environ.get("RADPRIV_DEBUG"))
-    from radpriv.llm.netguard import install_process_guard
+    from radpriv.netguard import install_process_guard
 
     install_process_guard(getattr(args, "allow_host", None) or ())  # every command: loopback + named hosts only
     try:

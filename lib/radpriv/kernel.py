@@ -3,7 +3,7 @@
 ``python -m radpriv.kernel -f CONNECTION_FILE`` is the ``argv`` of the ``radpriv`` kernel spec that
 :func:`radpriv.run.ensure_kernel` installs (``make setup``, and every ``radpriv.run`` execution), so
 every notebook executed by ``make reports`` / ``make lab`` runs with
-:func:`radpriv.llm.netguard.install_process_guard` in force before any notebook code: opted-in hosts
+:func:`radpriv.netguard.install_process_guard` in force before any notebook code: opted-in hosts
 come from ``$RADPRIV_ALLOW_HOSTS`` (the runner sets it from the notebook's ``allow_hosts`` parameter).
 
 
@@ -52,7 +52,7 @@ def _write_peak(path: str) -> None:
 
 
 def main() -> None:
-    from radpriv.llm.netguard import install_process_guard
+    from radpriv.netguard import install_process_guard
 
     install_process_guard()
     if os.environ.get(PEAK_ENV):

@@ -42,6 +42,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import yaml
 
 from radpriv import paths
+from radpriv.hashing import file_sha256
 from radpriv.kernel import PEAK_ENV
 
 KERNEL_NAME = "radpriv"
@@ -74,14 +75,6 @@ def package_versions(names: Iterable[str] = KEY_PACKAGES) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[n] = "not installed"
     return out
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _dataset_row(ds: Any) -> dict:
@@ -130,7 +123,7 @@ def provenance(params: Mapping[str, Any] | None = None, datasets: Iterable[Any] 
 
 def network_record() -> dict:
     """What the network guard of this process allowed and saw (the report states it)."""
-    from radpriv.llm import netguard
+    from radpriv import netguard
 
     g = netguard.process_guard()
     if g is None:
@@ -813,7 +806,7 @@ def inputs_digest(nb_in: Path, params: Mapping[str, Any]) -> str | None:
     for f in sorted(pkg.rglob("*")):
         if f.is_file() and "__pycache__" not in f.parts:
             add(str(f.relative_to(pkg)), f.read_bytes())
-    from radpriv.llm.registry import user_registry_path
+    from radpriv.models.registry import user_registry_path
 
     reg = user_registry_path()
     add("user registry", reg.read_bytes() if reg.exists() else b"")
@@ -1105,7 +1098,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.install_kernel:
         print(f"kernel spec {KERNEL_NAME}: {ensure_kernel()}")
         return 0
-    from radpriv.llm.netguard import install_process_guard
+    from radpriv.netguard import install_process_guard
 
     install_process_guard()  # the runner itself sends nothing off the machine either
     stems = list(args.notebooks)

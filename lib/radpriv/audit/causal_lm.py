@@ -82,7 +82,7 @@ def load_causal_lm(model: str = "smollm2-135m"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from radpriv import paths
-    from radpriv.llm import registry
+    from radpriv.models import registry
 
     p = Path(model)
     if p.is_dir():

@@ -51,6 +51,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from radpriv import paths
+from radpriv.hashing import file_sha256
 from radpriv.schemas import Schema, State, load_schema
 
 
@@ -386,14 +387,6 @@ def load_manifest(name_or_path: str | Path) -> tuple[dict, Path]:
     return doc, p
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _read_csv(path: Path) -> pd.DataFrame:
     raw = path.read_bytes()
     try:
@@ -429,7 +422,7 @@ def _resolve_files(m: Manifest, mpath: Path | None, data_root: str | Path | None
             hint = ("this dataset is credentialed/local: set the path in the manifest or its environment variable"
                     if m.access in ("credentialed", "local") else "check the path or download the data")
             raise DataError(path, f"file not found (manifest {mpath})", field=f"files[{i}].path", hint=hint)
-        actual = sha256_file(path) if path.is_file() else ""
+        actual = file_sha256(path) if path.is_file() else ""
         if verify and spec.sha256 and actual != spec.sha256:
             raise DataError(path, f"sha256 mismatch: expected {spec.sha256}, got {actual}", field=f"files[{i}].sha256",
                             hint="the file changed or is not the one the manifest describes; restore it, "

@@ -178,7 +178,7 @@ def load_resnet50(weights: str | Path | None = None):
         if "/" in str(weights) or p.suffix:
             raise FileNotFoundError(f"ResNet-50 weights {str(weights)!r} do not exist; pass a local checkpoint directory "
                                     "or state-dict file (nothing is downloaded), or weights=None for random init")
-        from radpriv.llm.registry import model_path
+        from radpriv.models.registry import model_path
 
         p = model_path(str(weights))
     if p.is_dir():

@@ -47,7 +47,7 @@ def encoder_path(name_or_path: str | Path | None = None) -> Path:
     """The local MiniLM directory: an explicit path, or a registry name (default ``minilm-l6``)."""
     if name_or_path is not None and Path(str(name_or_path)).expanduser().is_dir():
         return Path(str(name_or_path)).expanduser()
-    from radpriv.llm.registry import model_path
+    from radpriv.models.registry import model_path
 
     return model_path(str(name_or_path or "minilm-l6"))
 

@@ -133,11 +133,11 @@ def encoder_fingerprint(path: str | Path) -> str:
     """sha256 of a checkpoint directory: the sorted relative names of all its files (symlinks followed; see
     :func:`_fingerprinted` for the few bookkeeping files left out), each with the sha256 of its bytes.
 
-    File hashes come from :func:`radpriv.llm.fetch.file_sha256` with its sidecar, which is trusted only while
+    File hashes come from :func:`radpriv.hashing.file_sha256` with its sidecar, which is trusted only while
     the file's size and mtime are those it recorded (a byte written into a weights file changes its mtime, so
     the file is re-hashed); the result is also cached in-process on (directory, names, sizes, mtimes). Like
     the sidecar, this assumes nobody rewrites a file and then restores its old mtime."""
-    from radpriv.llm.fetch import file_sha256
+    from radpriv.hashing import file_sha256
 
     path = Path(path)
     if not path.is_dir():

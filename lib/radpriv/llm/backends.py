@@ -28,8 +28,8 @@ from radpriv.llm.decoding import DecodeTimeout, decode_enum_object, log_softmax,
 # the exceptions live in radpriv.llm.errors (no import cycle with radpriv.llm.http); re-exported here
 from radpriv.llm.errors import BackendError, BackendTimeout, TransportError  # noqa: F401
 from radpriv.llm.http import JSONClient, refuse_url_credentials
-from radpriv.llm.netguard import check_endpoint
-from radpriv.llm.registry import ModelLoadError, ModelSpec, model_path
+from radpriv.netguard import check_endpoint
+from radpriv.models.registry import ModelLoadError, ModelSpec, model_path
 
 
 @dataclass

@@ -18,7 +18,7 @@ identical results.
 
 Faults of the model itself (not fetched, sha256 mismatch, unreadable file, a chat template that fails)
 raise before the first report; transport faults of a server are recorded per report. The whole run is
-under the network guard (:func:`radpriv.llm.netguard.guard`) with ``allow_hosts``.
+under the network guard (:func:`radpriv.netguard.guard`) with ``allow_hosts``.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from radpriv.progress import tqdm
 from radpriv.llm import prompts
 from radpriv.llm.backends import Backend, BackendError, BackendTimeout, get_backend
 from radpriv.llm.cache import AnswerCache
-from radpriv.llm.netguard import NetworkPolicyError, check_endpoint, guard, policy_error_in
-from radpriv.llm.registry import ModelLoadError, ModelSpec, RegistryError, model_path, resolve_model
+from radpriv.netguard import NetworkPolicyError, check_endpoint, guard, policy_error_in
+from radpriv.models.registry import ModelLoadError, ModelSpec, RegistryError, model_path, resolve_model
 from radpriv.schemas import Schema, State, load_schema
 
 log = logging.getLogger("radpriv.llm")

@@ -19,7 +19,7 @@ import numpy as np
 from radpriv.llm.backends import (Backend, BackendError, BackendTimeout, ChatTemplateMixin, Generation, Scores,
                                   enum_object_fields, register_backend)
 from radpriv.llm.decoding import DecodeTimeout, decode_enum_object, log_softmax, values_decodable
-from radpriv.llm.registry import ModelLoadError, ModelSpec, model_path
+from radpriv.models.registry import ModelLoadError, ModelSpec, model_path
 
 
 class TransformersBackend(ChatTemplateMixin, Backend):

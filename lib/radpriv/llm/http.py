@@ -2,7 +2,7 @@
 
 Privacy rules, enforced here for every request:
 
-* **Every URL passes** :func:`radpriv.llm.netguard.check_endpoint` first (loopback, or a host opted
+* **Every URL passes** :func:`radpriv.netguard.check_endpoint` first (loopback, or a host opted
   in by name), and a URL carrying credentials (``https://user:pw@host/v1``) is refused
   (:func:`refuse_url_credentials`): credentials in URLs end up in logs, caches and registries; pass
   the key through ``--api-key-env VAR``.
@@ -15,8 +15,8 @@ Privacy rules, enforced here for every request:
 Faults become one-line exceptions naming the URL (see :mod:`radpriv.llm.errors`):
 :class:`BackendTimeout` (``reason == "timeout"``) when the deadline passes, else
 :class:`TransportError` with ``reason`` ``connection_error`` / ``http_error`` / ``bad_reply`` /
-``redirect_refused``. A :class:`~radpriv.llm.netguard.NetworkPolicyError` raised by an active
-:func:`~radpriv.llm.netguard.guard` is re-raised as such, never disguised as a connection error.
+``redirect_refused``. A :class:`~radpriv.netguard.NetworkPolicyError` raised by an active
+:func:`~radpriv.netguard.guard` is re-raised as such, never disguised as a connection error.
 
 Deadlines are absolute (``time.monotonic()``) and bound the *whole* exchange: every socket
 operation (connect, each write, each read, headers included) gets at most the time left, and the
@@ -40,7 +40,7 @@ import httpcore
 import httpx
 
 from radpriv.llm.errors import BackendTimeout, TransportError
-from radpriv.llm.netguard import NetworkPolicyError, check_endpoint, policy_error_in
+from radpriv.netguard import check_endpoint, policy_error_in
 
 #: largest reply body read (bytes, after content decoding); a larger one is a bad reply
 MAX_REPLY_BYTES = 32 * 1024 * 1024

