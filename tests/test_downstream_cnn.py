@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from radpriv.downstream.cnn import (ArrayCases, ResNet50TwoView, SmallCNN, TrainConfig, load_resnet50, mean_auc,
-                                    predict_proba, resolve_device, torchvision_to_hf_resnet, train_classifier)
+                                    predict_proba, torchvision_to_hf_resnet, train_classifier)
+from radpriv.device import resolve_device
 
 
 def test_resolve_device():

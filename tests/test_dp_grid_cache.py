@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from radpriv import paths
 from radpriv.dp import grid
 from radpriv.dp.grid import Split, run_key
 from radpriv.dp.train import TrainConfig
@@ -304,7 +305,7 @@ def test_tiny_training_misses_then_hits_and_ignores_half_written_files(enc_copy,
     tr, va, te = _splits()
     cfg = _cfg()
     key = run_key(cfg, str(enc_copy), tr, va, te, n_resamples=20)
-    cache = grid.cache_dir()
+    cache = paths.dp_runs_dir()
     stale = cache / f"{key}.json.{grid._tmp_tag(_dead_pid())}.tmp"
     stale.write_text('{"key": "' + key + '", "weighted_f1": 99')  # what a kill during the write leaves
     (cache / f"{key}.json").write_text(json.dumps({"key": key, "weighted_f1": 99.0})[:20])  # truncated

@@ -33,6 +33,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RADPRIV_CACHE", Path.home() / ".cache" / "radpriv")).expanduser()
 
 
+def dp_runs_dir() -> Path:
+    """Study 3's finished training runs and public-stage weights, keyed by everything that shapes them."""
+    d = cache_dir() / "dp-runs"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
 def models_dir() -> Path:
     return Path(os.environ.get("RADPRIV_MODELS", cache_dir() / "models")).expanduser()
 

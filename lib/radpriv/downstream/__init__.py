@@ -21,7 +21,7 @@ _LAZY = {
     "read_image_manifest": "images", "synthesize_images": "images", "render_case": "images", "load_image": "images",
     "ImageManifest": "images", "SyntheticImages": "images",
     "SmallCNN": "cnn", "ResNet50TwoView": "cnn", "load_resnet50": "cnn", "TrainConfig": "cnn",
-    "train_classifier": "cnn", "predict_proba": "cnn", "resolve_device": "cnn",
+    "train_classifier": "cnn", "predict_proba": "cnn",
     "MiniLMEncoder": "text", "TextLabelClassifier": "text", "report_features": "text",
     "Comparison": "compare", "compare_label_sets": "compare", "image_trainer": "compare", "text_trainer": "compare",
     "synthetic_image_study": "pipeline", "manifest_image_study": "pipeline", "text_study": "pipeline",

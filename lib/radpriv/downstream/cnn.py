@@ -31,10 +31,11 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
+from radpriv.device import resolve_device
 from radpriv.progress import tqdm
 
 __all__ = [
-    "resolve_device", "SmallCNN", "ResNet50TwoView", "load_resnet50", "torchvision_to_hf_resnet",
+    "SmallCNN", "ResNet50TwoView", "load_resnet50", "torchvision_to_hf_resnet",
     "ArrayCases", "ManifestCases", "TrainConfig", "FitResult", "train_classifier", "predict_proba",
     "mean_auc",
 ]
@@ -44,38 +45,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # =============================================================================================
-# devices
+# devices (which one: radpriv.device.resolve_device)
 # =============================================================================================
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> ``cuda`` if available, else ``mps`` if available, else ``cpu``; explicit requests are checked."""
-    if isinstance(device, torch.device):
-        device = str(device)
-    device = str(device).strip().lower()
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device={device!r} was requested but CUDA is not available to torch "
-                               f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); install a CUDA build "
-                               "of torch for your driver, or use device='cpu'")
-        dev = torch.device(device)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise RuntimeError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible "
-                               "(check CUDA_VISIBLE_DEVICES)")
-        return dev
-    if device == "mps":
-        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-            raise RuntimeError("device='mps' was requested but Apple MPS is not available; use device='cpu'")
-        return torch.device("mps")
-    if device == "cpu":
-        return torch.device("cpu")
-    raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps")
-
-
 def _autocast(device: torch.device, amp: bool):
     """(autocast context manager, GradScaler or None) for the device."""
     if amp and device.type == "cuda":

@@ -35,7 +35,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from radpriv.progress import tqdm
 
-from radpriv.downstream.cnn import mean_auc, resolve_device
+from radpriv.device import resolve_device
+from radpriv.downstream.cnn import mean_auc
 
 __all__ = ["encoder_path", "MiniLMEncoder", "split_sentences", "report_features", "TextLabelClassifier"]
 

@@ -49,6 +49,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from radpriv import paths
+from radpriv.device import effective_device
 from radpriv.dp.train import (MODES, TrainConfig, dp_tfidf_linear, predict_proba, state_digest, tfidf_logreg, train,
                               tune_thresholds)
 from radpriv.evaluate.scoring import binarize, bootstrap_metric
@@ -156,26 +158,6 @@ def encoder_fingerprint(path: str | Path) -> str:
     fp = h.hexdigest()
     _fingerprint_cache[memo] = fp
     return fp
-
-
-def effective_device(name: str) -> str:
-    """The device a config's ``device`` really trains on (what :func:`radpriv.dp.train.resolve_device` picks),
-    with the GPU model for CUDA: part of the cache key, since CPU and GPU results differ."""
-    import torch
-
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            return "cpu"
-        idx = torch.device(name).index
-        return f"cuda:{torch.cuda.get_device_name(idx if idx is not None else torch.cuda.current_device())}"
-    return name
-
-
-def cache_dir() -> Path:
-    root = Path(os.environ.get("RADPRIV_CACHE", Path.home() / ".cache" / "radpriv"))
-    d = root / "dp-runs"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
 
 
 @dataclass
@@ -323,7 +305,7 @@ def run_encoder(cfg: TrainConfig, encoder_path: str, train_split: Split, val: Sp
     """Train (or load from cache) one encoder configuration and score it on ``test``; ``cache_hit`` says which."""
     parts = run_key_parts(cfg, encoder_path, train_split, val, test, init_key, n_resamples, init_state)
     key = _sha(json.dumps(parts, sort_keys=True))
-    path = cache_dir() / f"{key}.json"
+    path = paths.dp_runs_dir() / f"{key}.json"
     if use_cache:
         rec = _read_record(path, key)
         if rec is not None:
@@ -363,7 +345,7 @@ def public_pretrain(cfg: TrainConfig, encoder_path: str, public: Split, val: Spl
     if cfg.private:
         raise ValueError("the public stage is non-private by definition; use mode 'full' or 'lora'")
     key = public_key(cfg, encoder_path, public, val)
-    path = cache_dir() / f"public-{key}.pt"
+    path = paths.dp_runs_dir() / f"public-{key}.pt"
     if use_cache and path.exists():
         try:
             return torch.load(path, weights_only=True), key

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from radpriv.device import resolve_device
+
 MODES = ("full", "lora", "dp-lora", "dp-full", "head", "dp-head")
 
 
@@ -635,13 +637,6 @@ class TrainResult:
         return {k: v.detach().cpu() for k, v in m.state_dict().items()}
 
 
-def resolve_device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        warnings.warn(f"device {name!r} requested but CUDA is not available; training on CPU")
-        return torch.device("cpu")
-    return torch.device(name)
-
-
 def _world_size() -> int:
     import torch.distributed as dist
 
@@ -658,7 +653,7 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
         raise ValueError(f"{len(train_texts)} texts but {len(Y_train)} label rows")
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, fallback_to_cpu=True)
     tok, model = build_model(cfg, encoder_path, Y_train.shape[1], init_state)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     win = windows(tok, train_texts, cfg.max_length, cfg.stride, cfg.max_chunks)
