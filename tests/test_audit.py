@@ -272,11 +272,12 @@ def test_untrained_on_both_sets_gives_auc_near_half():
     """A real model (TF-IDF + logistic regression) attacked on two sets it never saw."""
     from radpriv.data import load_dataset
     from radpriv.dp.train import tfidf_logreg
+    from radpriv.evaluate.scoring import binarize
 
     ds = load_dataset("synthetic_cxr")
     f = ds.frame[ds.frame.canary.fillna("") == ""]
     tr, a, b = f.iloc[:200], f.iloc[200:350], f.iloc[350:500]
-    Y = lambda d: mia.label_matrix(d, ds.label_columns)  # noqa: E731
+    Y = lambda d: binarize(d, list(ds.label_columns), "inclusive")  # noqa: E731
     proba, _ = tfidf_logreg(list(tr.text), Y(tr), list(a.text), Y(a))
     loss = np.r_[mia.per_sample_bce(proba(list(a.text)), Y(a)), mia.per_sample_bce(proba(list(b.text)), Y(b))]
     y = np.r_[np.ones(len(a), int), np.zeros(len(b), int)]

@@ -31,6 +31,7 @@ import math
 import numpy as np
 
 from radpriv.audit.one_run import one_run_audit
+from radpriv.evaluate.scoring import binarize
 
 #: δ of the audit: small against 1/m, so the δ term of the one-run p-value (2·m·δ·…) is negligible. Each DP
 #: target's accountant ε is recomputed at this δ (its privacy profile) for the comparison.
@@ -82,11 +83,6 @@ def attack_metrics(y, score, fpr: float = 0.01, delta: float = AUDIT_DELTA, conf
 # ---------------------------------------------------------------------------------------------
 # the experiment: members / non-members / reference population, classifiers from radpriv.dp.train
 # ---------------------------------------------------------------------------------------------
-def label_matrix(frame, label_columns) -> np.ndarray:
-    """Multi-label 0/1 targets: present or uncertain → 1 (the inclusive policy)."""
-    return frame[list(label_columns)].isin(["present", "uncertain"]).to_numpy().astype(int)
-
-
 def membership_split(frame, n_members: int, n_reference: int, seed: int = 0, exclude_canaries: bool = True) -> dict:
     """The one-run audit's draw. From one pool of reports, disjoint random draws of ``m = 2·n_members``
     **audit reports** and ``n_reference`` **reference** reports (population data for the calibration model);
@@ -114,14 +110,15 @@ def membership_split(frame, n_members: int, n_reference: int, seed: int = 0, exc
 
 def run_membership_audit(frame, label_columns, encoder_path, configs: dict, n_members: int, n_reference: int,
                          reference_config=None, seed: int = 0, confidence: float = 0.95,
-                         audit_delta: float = AUDIT_DELTA, progress: bool = False):
+                         audit_delta: float = AUDIT_DELTA, policy: str = "inclusive", progress: bool = False):
     """Train each target configuration on the members of :func:`membership_split` and a reference model on
     the reference set, then attack every audit report. ``configs``: {name: radpriv.dp.train.TrainConfig};
     DP targets must have one window per report (``max_chunks=1``: the privacy unit is then one report, the
     audit's canary) and get δ = 1/(10·n_members) fixed before the draw unless they set one.
 
     Each of the two attacks is audited at confidence 1 − β/2 (β = 1 − ``confidence``), so the better of
-    the two holds at ``confidence``. A DP target's accountant ε is also given at the audit's δ
+    the two holds at ``confidence``. Targets are the report's findings as 0/1 under the uncertainty
+    ``policy`` (inclusive: uncertain counts as present). A DP target's accountant ε is also given at the audit's δ
     (``epsilon_at_audit_delta``, PLD accountant on the run's σ, q and steps): the claim the audit tests.
 
     Returns (metrics DataFrame, scores, trained results, split): scores[name] = (member, loss_attack_score,
@@ -133,11 +130,12 @@ def run_membership_audit(frame, label_columns, encoder_path, configs: dict, n_me
 
     parts = membership_split(frame, n_members, n_reference, seed=seed)
     audit_rows, y = parts["audit"], parts["member"]
-    Y_audit = label_matrix(audit_rows, label_columns)
+    label_columns = list(label_columns)
+    Y_audit = binarize(audit_rows, label_columns, policy)
     per_attack = 1 - (1 - confidence) / 2
     results = {}
     ref_cfg = reference_config or next(c for c in configs.values() if not c.private)
-    ref = train(ref_cfg, str(encoder_path), list(parts["reference"].text), label_matrix(parts["reference"], label_columns),
+    ref = train(ref_cfg, str(encoder_path), list(parts["reference"].text), binarize(parts["reference"], label_columns, policy),
                 progress=progress)
     ref_loss = per_sample_bce(predict_proba(ref, texts=list(audit_rows.text), encoder_path=str(encoder_path)), Y_audit)
     results["reference"] = ref
@@ -149,7 +147,7 @@ def run_membership_audit(frame, label_columns, encoder_path, configs: dict, n_me
                                  f"max_chunks=1 (got {cfg.max_chunks})")
             if cfg.delta is None:
                 cfg = dataclasses.replace(cfg, delta=1.0 / (10 * n_members))
-        res = train(cfg, str(encoder_path), list(parts["members"].text), label_matrix(parts["members"], label_columns),
+        res = train(cfg, str(encoder_path), list(parts["members"].text), binarize(parts["members"], label_columns, policy),
                     progress=progress)
         results[name] = res
         loss = per_sample_bce(predict_proba(res, texts=list(audit_rows.text), encoder_path=str(encoder_path)), Y_audit)

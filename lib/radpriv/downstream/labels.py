@@ -30,7 +30,8 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from radpriv.schemas import UNCERTAINTY_POLICIES, Schema, State, to_binary
+from radpriv.evaluate.scoring import binarize
+from radpriv.schemas import UNCERTAINTY_POLICIES, Schema, State
 
 __all__ = ["POLICIES", "states_frame", "label_matrix", "build_label_sets", "label_set_summary", "evaluable_findings"]
 
@@ -89,8 +90,13 @@ def label_matrix(frame: pd.DataFrame, schema: Schema, policy: str, region: str |
     """0/1 labels (int8) under ``policy`` ("inclusive" or "exclusive"); index ``report_id``, one column per finding."""
     if policy not in POLICIES:
         raise ValueError(f"uncertainty policy {policy!r} is not one of {POLICIES}")
-    states = states_frame(frame, schema, region=region, propagate=propagate, source=source)
-    return states.map(lambda s: to_binary(s, policy)).astype("int8")
+    return _binary(states_frame(frame, schema, region=region, propagate=propagate, source=source), policy)
+
+
+def _binary(states: pd.DataFrame, policy: str) -> pd.DataFrame:
+    """A states frame as 0/1 (int8) under ``policy``, through the library's one binarizer."""
+    return pd.DataFrame(binarize(states, list(states.columns), policy), index=states.index,
+                        columns=states.columns).astype("int8")
 
 
 def build_label_sets(sources: Mapping[str, pd.DataFrame], schema: Schema, policies: Iterable[str] = POLICIES,
@@ -116,7 +122,7 @@ def build_label_sets(sources: Mapping[str, pd.DataFrame], schema: Schema, polici
         for policy in policies:
             if policy not in POLICIES:
                 raise ValueError(f"uncertainty policy {policy!r} is not one of {POLICIES}")
-            out[f"{name}_{policy}"] = states.map(lambda s, p=policy: to_binary(s, p)).astype("int8")
+            out[f"{name}_{policy}"] = _binary(states, policy)
     return out
 
 
