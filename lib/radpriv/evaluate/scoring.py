@@ -43,6 +43,38 @@ def binarize(frame: pd.DataFrame, ids: list[str], policy: str = "exclusive") -> 
     return np.array([[to_binary(v, policy) for v in frame[c]] for c in ids], dtype=int).T
 
 
+
+#: the F1 rule's candidate thresholds (Study 3 tunes each finding's threshold on validation reports)
+F1_THRESHOLD_GRID = np.linspace(0.05, 0.95, 19)
+
+
+def choose_thresholds(y_val: np.ndarray, p_val: np.ndarray, rule: str = "f1") -> np.ndarray:
+    """Per-finding decision thresholds chosen on validation predictions (never on test reports).
+
+    - ``f1``: the threshold of :data:`F1_THRESHOLD_GRID` with the best validation F1 (0.5 for a finding
+      without a positive validation report);
+    - ``youden``: the ROC point maximising sensitivity + specificity - 1; a finding with one class only in
+      validation gets the prevalence-matched quantile of its scores.
+    """
+    from sklearn.metrics import roc_curve
+
+    y_val, p_val = np.asarray(y_val), np.asarray(p_val)
+    if rule not in ("f1", "youden"):
+        raise ValueError(f"unknown threshold rule {rule!r}: use 'f1' or 'youden'")
+    out = np.full(y_val.shape[1], 0.5)
+    for k in range(y_val.shape[1]):
+        y, p = y_val[:, k], p_val[:, k]
+        if rule == "f1":
+            if y.sum() > 0:
+                out[k] = F1_THRESHOLD_GRID[int(np.argmax([f1_score(y, p >= t, zero_division=0)
+                                                          for t in F1_THRESHOLD_GRID]))]
+        elif 0 < y.sum() < len(y):
+            fpr, tpr, thr = roc_curve(y, p)
+            out[k] = min(float(thr[int(np.argmax(tpr - fpr))]), 1.0)
+        else:
+            out[k] = float(np.quantile(p, 1 - y.mean())) if len(p) else 0.5
+    return out
+
 def class_set(truth: pd.DataFrame, schema: Schema, policy: str = "exclusive") -> tuple[list[str], list[str]]:
     """The classes macro averages run over, fixed on the whole reference before any resampling, and the ones
     left out: single-label, the schema's categories that occur in the reference; multi-label, the findings
