@@ -81,6 +81,18 @@ def test_bytes_not_utf8(tmp_path):
         load_dataset(write(tmp_path, "", raw=raw))
 
 
+def test_read_csv_gzip_and_empty(tmp_path):
+    import gzip
+
+    from radpriv.data.manifest import read_csv
+
+    gz = tmp_path / "labels.csv.gz"
+    gz.write_bytes(gzip.compress(b"study_id,Edema\n5,1.0\n6,\n"))
+    assert read_csv(gz).to_dict("list") == {"study_id": ["5", "6"], "Edema": ["1.0", ""]}
+    (tmp_path / "empty.csv").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty.csv: cannot parse as CSV"):
+        read_csv(tmp_path / "empty.csv")
+
 def test_label_value_outside_schema(tmp_path):
     csv = "rid,body,Cardiomegaly\nr1,a,1\nr2,b,2\n"
     with pytest.raises(DataError, match=r"reports.csv, row 2, field 'Cardiomegaly': label value '2' \(report r2\) is outside"):

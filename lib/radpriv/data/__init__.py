@@ -1,5 +1,6 @@
 """Datasets: manifests and validated loading, synthetic corpora, splits."""
 
-from radpriv.data.manifest import DataError, Dataset, available_manifests, load_dataset, load_manifest
+from radpriv.data.errors import DataError
+from radpriv.data.manifest import Dataset, available_manifests, load_dataset, load_manifest
 
 __all__ = ["DataError", "Dataset", "available_manifests", "load_dataset", "load_manifest"]

@@ -39,7 +39,9 @@ the row and the field, and what to do; no row is ever dropped silently.
 from __future__ import annotations
 
 import difflib
+import gzip
 import hashlib
+import io
 import os
 import re
 from dataclasses import dataclass, field
@@ -51,24 +53,10 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from radpriv import paths
+from radpriv.data.errors import DataError
+from radpriv.data.mimic import read_reports
 from radpriv.hashing import file_sha256
 from radpriv.schemas import Schema, State, load_schema
-
-
-class DataError(ValueError):
-    """A data or manifest problem, with the file, row and field it concerns."""
-
-    def __init__(self, file: str | Path, message: str, row: int | None = None, field: str | None = None,
-                 hint: str = "", problems: list[str] | None = None):
-        where = str(file)
-        if row is not None:
-            where += f", row {row}"
-        if field is not None:
-            where += f", field {field!r}"
-        super().__init__(f"{where}: {message}" + (f" -- {hint}" if hint else ""))
-        self.file, self.row, self.field = str(file), row, field
-        #: every problem found at this stage, one line each (the first is this error's own message)
-        self.problems: list[str] = list(problems) if problems else [str(self)]
 
 
 @dataclass
@@ -387,8 +375,14 @@ def load_manifest(name_or_path: str | Path) -> tuple[dict, Path]:
     return doc, p
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def read_csv(path: Path) -> pd.DataFrame:
+    """A CSV (``.tsv``: tab-separated; ``.gz``: gzip-compressed) as text columns, blank cells kept as ``""``.
+
+    A file that is not UTF-8 or does not parse raises :class:`DataError` naming the offending line.
+    """
     raw = path.read_bytes()
+    if path.suffix == ".gz":
+        raw = gzip.decompress(raw)
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -396,13 +390,10 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise DataError(path, f"bytes that are not valid UTF-8 at byte offset {exc.start} (line {line}, "
                         f"data row {line - 1})", row=line - 1,
                         hint="re-export the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
-    opts: dict[str, Any] = {"dtype": str, "keep_default_na": False, "encoding": "utf-8"}
-    if path.suffix == ".gz":
-        opts["compression"] = "gzip"
-    sep = "\t" if path.suffix in (".tsv",) else ","
+    sep = "\t" if ".tsv" in path.suffixes[-2:] else ","
     try:
-        return pd.read_csv(path, sep=sep, **opts)
-    except pd.errors.ParserError as exc:
+        return pd.read_csv(io.BytesIO(raw), sep=sep, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(path, f"cannot parse as CSV: {exc}") from None
 
 
@@ -499,15 +490,13 @@ def load_dataset(manifest: str | Path, data_root: str | Path | None = None, veri
     files = _resolve_files(m, mpath, data_root, verify)
     main = files[0]
     if main["format"] == "mimic_reports":
-        from radpriv.data.mimic import read_reports
-
         df = read_reports(Path(main["path"]))
     else:
-        df = _read_csv(Path(main["path"]))
+        df = read_csv(Path(main["path"]))
     src = Path(main["path"])
     id_col = cols.id
     for lf in files[1:]:
-        lab = _read_csv(Path(lf["path"]))
+        lab = read_csv(Path(lf["path"]))
         key = cols.join or id_col
         for frame, f in ((df, src), (lab, Path(lf["path"]))):
             if key not in frame.columns:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from radpriv.data.errors import DataError
+
 _HEADER = re.compile(r"^\s*([A-Z][A-Z /&]+?)\s*:", re.MULTILINE)
 
 
@@ -50,13 +52,9 @@ def read_reports(root: Path) -> pd.DataFrame:
         try:
             txt = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            from radpriv.data.manifest import DataError
-
             raise DataError(p, f"bytes that are not valid UTF-8 at byte offset {exc.start}", row=1, field="text") from None
         rows.append({"study_id": p.stem.lstrip("s"), "subject_id": subject, "text": findings_impression(txt)})
     if not rows:
-        from radpriv.data.manifest import DataError
-
         raise DataError(root, "no report files (s*.txt) found below this folder", field="files[0].path",
                         hint="point MIMIC_CXR_ROOT at the folder holding files/p10 ... p19")
     return pd.DataFrame(rows)
