@@ -43,7 +43,7 @@ import pandas as pd
 from sklearn.metrics import precision_recall_fscore_support
 
 from radpriv import paths
-from radpriv.data.manifest import Dataset, _read_csv
+from radpriv.data.manifest import Dataset, read_csv as _read_csv
 from radpriv.evaluate.scoring import binarize, bootstrap_metric, class_set, class_set_note, fill_failures
 from radpriv.evaluate.stats import holm, mcnemar_test
 from radpriv.schemas import State, UNCERTAINTY_POLICIES
