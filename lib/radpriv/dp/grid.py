@@ -52,7 +52,7 @@ import pandas as pd
 from radpriv import paths
 from radpriv.device import effective_device
 from radpriv.dp.train import (MODES, TrainConfig, dp_tfidf_linear, predict_proba, state_digest, tfidf_logreg, train,
-                              tune_thresholds)
+                              tune_thresholds, world_size)
 from radpriv.evaluate.scoring import binarize, bootstrap_metric
 
 
@@ -215,9 +215,7 @@ def _config_dict(cfg: TrainConfig) -> dict:
 
 
 def _common_parts(cfg: TrainConfig, encoder_path: str) -> dict:
-    from radpriv.dp.train import _world_size
-
-    return {"config": _config_dict(cfg), "device": effective_device(cfg.device), "world_size": _world_size(),
+    return {"config": _config_dict(cfg), "device": effective_device(cfg.device), "world_size": world_size(),
             "encoder": encoder_fingerprint(encoder_path), "training_code": TRAINING_CODE_VERSION,
             "scoring_code": SCORING_CODE_VERSION, "libraries": library_versions()}
 
@@ -636,13 +634,17 @@ def public_corpus(schema, n: int = 300, seed: int = 1, labelled: bool = True) ->
     return Split(texts, np.zeros((len(texts), len(schema.ids)), dtype=np.int8), [])
 
 
-def teacher_labels(frame: pd.DataFrame, schema, model: str, mode: str = "scoring", progress: bool = True,
-                   policy: str = "exclusive", allow_hosts=()) -> tuple[np.ndarray, dict]:
-    """0/1 training labels produced by a local LLM through the engine (cached); failed reports are
-    labelled all-absent and counted, never dropped."""
-    from radpriv.evaluate.scoring import fill_failures
-    from radpriv.llm import engine
+def teacher_student(cfg: TrainConfig, encoder_path: str, reports: Split, teacher_Y: np.ndarray, val: Split,
+                    test: Split, n_resamples: int = 1000) -> tuple[dict, dict]:
+    """A student trained on a teacher's labels beside the same student trained on gold labels.
 
-    run = engine.label_frame(frame, schema, model, mode=mode, progress=progress, allow_hosts=allow_hosts)
-    pred = fill_failures(frame, run.answers, run.failures, schema)
-    return binarize(pred, list(schema.ids), policy), dict(run.stats)
+    ``teacher_Y``: the teacher's 0/1 label matrix, one row per report of ``reports`` (whose ``Y`` are the gold
+    labels); the labels come in as data (Study 3 has them from a local LLM). Both runs are cached like any
+    other (:func:`run_encoder`) and scored against the gold ``test`` labels. Returns (student, gold) records."""
+    teacher_Y = np.asarray(teacher_Y)
+    if teacher_Y.shape != np.asarray(reports.Y).shape:
+        raise ValueError(f"teacher labels have shape {teacher_Y.shape}, the reports' gold labels "
+                         f"{np.asarray(reports.Y).shape}")
+    student = run_encoder(cfg, encoder_path, Split(reports.texts, teacher_Y, reports.ids), val, test,
+                          n_resamples=n_resamples)
+    return student, run_encoder(cfg, encoder_path, reports, val, test, n_resamples=n_resamples)

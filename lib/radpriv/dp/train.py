@@ -637,7 +637,9 @@ class TrainResult:
         return {k: v.detach().cpu() for k, v in m.state_dict().items()}
 
 
-def _world_size() -> int:
+def world_size() -> int:
+    """Processes training together: the torch.distributed world size under torchrun
+    (:mod:`radpriv.dp.launch`), 1 in a single process."""
     import torch.distributed as dist
 
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -685,7 +687,7 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
     t_trunk = time.time() - t_trunk
     head = list(net.head.parameters())
     body = [p for n_, p in net.named_parameters() if p.requires_grad and not n_.startswith("head.")]
-    world = _world_size()
+    world = world_size()
     if world > 1 and not cfg.private:  # DP modes: opacus draws each rank's Poisson sample itself
         from torch.utils.data.distributed import DistributedSampler
 
@@ -702,7 +704,7 @@ def train(cfg: TrainConfig, encoder_path: str, train_texts, Y_train: np.ndarray,
             net = DPDDP(net)
         else:
             net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    if _world_size() > 1 and cfg.grad_sample_mode == "ghost":
+    if world_size() > 1 and cfg.grad_sample_mode == "ghost":
         raise ValueError("ghost clipping is not supported with multi-process training here; use grad_sample_mode='hooks'")
     opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}], weight_decay=0.0)
     delta = cfg.delta or 1.0 / (10 * n)
