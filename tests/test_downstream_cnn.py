@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from radpriv.downstream.cnn import (ArrayCases, ResNet50TwoView, SmallCNN, TrainConfig, load_resnet50, mean_auc,
+from radpriv.downstream.cnn import (ArrayCases, CNNTrainConfig, ResNet50TwoView, SmallCNN, load_resnet50, mean_auc,
                                     predict_proba, torchvision_to_hf_resnet, train_classifier)
 from radpriv.device import resolve_device
 
@@ -20,10 +20,10 @@ def test_resolve_device():
             resolve_device("cuda")
 
 
-def test_train_config_validation():
+def test_cnn_train_config_validation():
     with pytest.raises(ValueError, match="lr must be > 0"):
-        TrainConfig(lr=0)
-    assert TrainConfig(epochs=3).to_dict()["epochs"] == 3
+        CNNTrainConfig(lr=0)
+    assert CNNTrainConfig(epochs=3).to_dict()["epochs"] == 3
 
 
 def test_small_cnn_two_views_forward():
@@ -104,7 +104,7 @@ def test_train_classifier_runs_and_keeps_history():
     x = rng.random((24, 2, 32, 32), dtype=np.float32)
     y = (rng.random((24, 3)) < 0.4).astype(np.float32)
     fit = train_classifier(SmallCNN(3, width=4), ArrayCases(x[:16], y[:16]), ArrayCases(x[16:], y[16:]),
-                           TrainConfig(epochs=2, batch_size=8, device="cpu", progress=False))
+                           CNNTrainConfig(epochs=2, batch_size=8, device="cpu", progress=False))
     assert list(fit.history.epoch) == [1, 2] and fit.best_epoch in (1, 2) and fit.device == "cpu"
     p = predict_proba(fit.model, x[16:], device="cpu")
     assert p.shape == (8, 3) and ((p > 0) & (p < 1)).all()
@@ -119,7 +119,7 @@ def test_mean_auc_skips_single_class_columns():
 @pytest.mark.slow
 def test_small_cnn_learns_synthetic_radiographs():
     """On a tiny synthetic elbow set with three clearly drawn findings, test AUC is well above chance."""
-    from radpriv.downstream.images import synthesize_images
+    from radpriv.data.synthetic_images import synthesize_images
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     rng = np.random.default_rng(0)
@@ -140,7 +140,7 @@ def test_small_cnn_learns_synthetic_radiographs():
     tr, va, te = slice(0, 100), slice(100, 125), slice(125, n)
     fit = train_classifier(SmallCNN(len(findings), width=12), ArrayCases(si.images[tr], y[tr]),
                            ArrayCases(si.images[va], y[va]),
-                           TrainConfig(epochs=25, batch_size=20, lr=3e-3, device="cpu", progress=False))
+                           CNNTrainConfig(epochs=25, batch_size=20, lr=3e-3, device="cpu", progress=False))
     p = predict_proba(fit.model, si.images[te], device="cpu")
     auc = mean_auc(y[te], p)
     print(f"small CNN test AUC {auc:.3f}")
@@ -151,9 +151,10 @@ def test_manifest_image_study_end_to_end_on_png_files(tmp_path):
     """A user's radiographs as PNG files + an image manifest -> one model per label set -> AUC tables."""
     from PIL import Image
 
+    from radpriv.data.image_manifest import read_image_manifest
     from radpriv.data.synthetic import generate
-    from radpriv.downstream import build_label_sets, read_image_manifest
-    from radpriv.downstream.images import synthesize_images
+    from radpriv.data.synthetic_images import synthesize_images
+    from radpriv.downstream import build_label_sets
     from radpriv.downstream.pipeline import manifest_image_study
     from radpriv.schemas import load_schema
 
@@ -171,7 +172,7 @@ def test_manifest_image_study_end_to_end_on_png_files(tmp_path):
     manifest = read_image_manifest(tmp_path / "images.csv", "elbow")
     sets = build_label_sets({"truth": df}, load_schema("elbow"))
     cmp = manifest_image_study(manifest, sets, si.visible, model="small_cnn", size=32,
-                               config=TrainConfig(epochs=1, batch_size=8, device="cpu", progress=False),
+                               config=CNNTrainConfig(epochs=1, batch_size=8, device="cpu", progress=False),
                                )
     assert set(cmp.runs) == {"truth_inclusive", "truth_exclusive"}
     assert cmp.y_test.shape[0] == (df.split == "test").sum()

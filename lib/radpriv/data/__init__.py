@@ -1,4 +1,4 @@
-"""Datasets: manifests and validated loading, synthetic corpora, splits."""
+"""Datasets: report and image manifests with validated loading, synthetic reports and radiographs, splits."""
 
 from radpriv.data.errors import DataError
 from radpriv.data.manifest import Dataset, available_manifests, load_dataset, load_manifest

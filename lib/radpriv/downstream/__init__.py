@@ -1,7 +1,9 @@
 """Study 2 downstream: inclusive vs exclusive labels, and the image and text classifiers trained on them.
 
+The radiographs they train on (your image manifest, synthetic radiographs) are data:
+:mod:`radpriv.data.image_manifest` and :mod:`radpriv.data.synthetic_images`.
+
 - ``labels``    inclusive / exclusive 0/1 matrices from extracted or ground-truth label states
-- ``images``    image manifests for your radiographs; synthetic two-view radiographs from ground truth
 - ``cnn``       two-view small CNN and ResNet-50 (transformers, local weights only), training on CPU/GPU
 - ``text``      frozen MiniLM report features + logistic heads
 - ``compare``   one model per label set, scored on one reference: AUC (DeLong), tests, thresholds, curves
@@ -18,9 +20,7 @@ from radpriv.downstream.labels import (POLICIES, build_label_sets, evaluable_fin
                                        label_set_summary, states_frame)
 
 _LAZY = {
-    "read_image_manifest": "images", "synthesize_images": "images", "render_case": "images", "load_image": "images",
-    "ImageManifest": "images", "SyntheticImages": "images",
-    "SmallCNN": "cnn", "ResNet50TwoView": "cnn", "load_resnet50": "cnn", "TrainConfig": "cnn",
+    "SmallCNN": "cnn", "ResNet50TwoView": "cnn", "load_resnet50": "cnn", "CNNTrainConfig": "cnn",
     "train_classifier": "cnn", "predict_proba": "cnn",
     "MiniLMEncoder": "text", "TextLabelClassifier": "text", "report_features": "text",
     "Comparison": "compare", "compare_label_sets": "compare", "image_trainer": "compare", "text_trainer": "compare",

@@ -36,7 +36,7 @@ from radpriv.progress import tqdm
 
 __all__ = [
     "SmallCNN", "ResNet50TwoView", "load_resnet50", "torchvision_to_hf_resnet",
-    "ArrayCases", "ManifestCases", "TrainConfig", "FitResult", "train_classifier", "predict_proba",
+    "ArrayCases", "ManifestCases", "CNNTrainConfig", "FitResult", "train_classifier", "predict_proba",
     "mean_auc",
 ]
 
@@ -217,7 +217,7 @@ def ArrayCases(images: np.ndarray, labels: np.ndarray | pd.DataFrame | None = No
 
 
 class ManifestCases(Dataset):
-    """Lazily loaded cases of an :class:`~radpriv.downstream.images.ImageManifest` (rows ``indices``),
+    """Lazily loaded cases of an :class:`~radpriv.data.image_manifest.ImageManifest` (rows ``indices``),
     with labels ``[len(indices), K]``; decoded images are kept in memory when ``cache``."""
 
     def __init__(self, manifest, indices: Sequence[int], labels: np.ndarray | None = None, size: int = 224,
@@ -262,8 +262,8 @@ def _augment(x: torch.Tensor, gen: torch.Generator, rotate: float = 0.17, scale:
 # training
 # =============================================================================================
 @dataclass
-class TrainConfig:
-    """Training settings (validated on construction; ``asdict`` goes into the report)."""
+class CNNTrainConfig:
+    """Settings of :func:`train_classifier` (validated on construction; ``asdict`` goes into the report)."""
 
     epochs: int = 30
     batch_size: int = 32
@@ -318,7 +318,7 @@ def _labels_of(ds) -> torch.Tensor:
     return torch.stack([ds[i][1] for i in range(len(ds))])
 
 
-def _loader(ds, batch_size, shuffle, config: TrainConfig, device: torch.device, seed: int = 0) -> DataLoader:
+def _loader(ds, batch_size, shuffle, config: CNNTrainConfig, device: torch.device, seed: int = 0) -> DataLoader:
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen if shuffle else None,
                       num_workers=config.num_workers, pin_memory=device.type == "cuda",
@@ -343,11 +343,11 @@ def predict_proba(model: nn.Module, data, device: str | torch.device = "auto", b
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
-def train_classifier(model: nn.Module, train, val, config: TrainConfig | None = None, desc: str = "training"
+def train_classifier(model: nn.Module, train, val, config: CNNTrainConfig | None = None, desc: str = "training"
                      ) -> FitResult:
     """Train with BCE (optionally class-balanced), AdamW, cosine schedule; keep the epoch with the best
     validation mean AUC (against the validation labels of the same label set); early stopping."""
-    config = config or TrainConfig()
+    config = config or CNNTrainConfig()
     dev = resolve_device(config.device)
     torch.manual_seed(config.seed)
     if dev.type == "cuda":

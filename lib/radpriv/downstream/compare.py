@@ -324,9 +324,9 @@ def image_trainer(images: np.ndarray | None, model_factory: Callable[[int], "obj
     labels)`` building a lazily loading dataset (e.g. :class:`~radpriv.downstream.cnn.ManifestCases`).
     ``model_factory(n_labels)`` returns a fresh model (``SmallCNN`` or ``ResNet50TwoView``).
     """
-    from radpriv.downstream.cnn import ArrayCases, TrainConfig, predict_proba, train_classifier
+    from radpriv.downstream.cnn import ArrayCases, CNNTrainConfig, predict_proba, train_classifier
 
-    config = config or TrainConfig()
+    config = config or CNNTrainConfig()
 
     def make(rows, Y):
         if dataset_factory is not None:
