@@ -336,7 +336,8 @@ def cmd_data_list(args) -> int:
 
 
 def cmd_data_check(args) -> int:
-    from radpriv.data.manifest import DataError, check_report, load_dataset
+    from radpriv.data import DataError
+    from radpriv.data.manifest import check_report, load_dataset
 
     try:
         ds = load_dataset(args.manifest)
@@ -539,7 +540,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     for mod, names in (("radpriv.models.registry", ("RegistryError", "ModelLoadError")),
                        ("radpriv.models.fetch", ("FetchError",)),
                        ("radpriv.netguard", ("NetworkPolicyError", "EndpointError")), ("radpriv.llm.cache", ("CacheError",)),
-                       ("radpriv.data.manifest", ("DataError",)), ("radpriv.schemas", ("SchemaError",)),
+                       ("radpriv.data.errors", ("DataError",)), ("radpriv.schemas", ("SchemaError",)),
                        ("radpriv.baselines.rules", ("RuleError",))):
         m = sys.modules.get(mod)  # only modules that were loaded can have raised
         if m is not None:

@@ -43,7 +43,7 @@ import pandas as pd
 from sklearn.metrics import precision_recall_fscore_support
 
 from radpriv import paths
-from radpriv.data.manifest import Dataset, read_csv as _read_csv
+from radpriv.data.manifest import Dataset, read_csv
 from radpriv.evaluate.scoring import binarize, bootstrap_metric, class_set, class_set_note, fill_failures
 from radpriv.evaluate.stats import holm, mcnemar_test
 from radpriv.schemas import State, UNCERTAINTY_POLICIES
@@ -206,14 +206,14 @@ def read_predictions(path: str | Path, ds: Dataset, split: str = "test", name: s
                               "`radpriv label --out FILE` (--pred)")
     if path.stat().st_size == 0:
         raise EvaluationError(f"empty file ({path}); give the answers CSV written by `radpriv label --out FILE`")
-    frame = _read_csv(path)
+    frame = read_csv(path)
     failed: list[str] = []
     fsource = ""
     fpath = failures_file(path) if failures is True else (Path(failures) if failures else None)
     if fpath is not None and not fpath.is_file() and failures is not True:
         raise EvaluationError(f"failures file not found ({fpath}); check the path")
     if fpath is not None and fpath.is_file() and fpath.stat().st_size > 1:
-        fdf = _read_csv(fpath)
+        fdf = read_csv(fpath)
         if len(fdf) and "report_id" not in fdf.columns:
             raise EvaluationError(f"failures file without a report_id column ({fpath}); it should be the "
                                   "OUT.failures.csv written by `radpriv label` (report_id, reason, detail)")
