@@ -25,7 +25,8 @@ ALLOWED = {
     "audit": {"schemas", "data", "models", "evaluate", "dp"},
     "studies": {"schemas", "data", "models", "evaluate", "baselines", "llm", "dp", "downstream", "audit"},
     "cli": {"schemas", "data", "models", "evaluate", "baselines", "llm"},
-    "run": {"models"},
+    "run": {"models", "frontpage"},
+    "frontpage": set(),
 }
 
 
