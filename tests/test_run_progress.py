@@ -14,7 +14,7 @@ from html.parser import HTMLParser
 import nbformat
 import pytest
 
-from radpriv import paths, run
+from radpriv import frontpage, paths, run
 
 REF_DEFAULT_S = 754  # 12:34, the reference budget of the toy notebook's default profile
 
@@ -59,7 +59,8 @@ def runs(tmp_path_factory):
                             "run_json": json.loads((out / "toy.run.json").read_text()),
                             "timings": json.loads((out / "timings.json").read_text()),
                             "reader": (out / "toy.html").read_text(),
-                            "reviewer": (out / "code" / "toy.html").read_text()}
+                            "reviewer": (out / "code" / "toy.html").read_text(),
+                            "index": (out / "index.html").read_text()}
     return result
 
 
@@ -110,11 +111,11 @@ def test_reference_budget_is_expected_without_an_earlier_run(runs):
 def test_second_run_expects_the_first_runs_time(runs):
     first = runs["first"]["record"]
     err = runs["second"]["stderr"]
-    expected = f"expected ~{run.fmt_duration(first['wall_time_s'])} from the last run"
+    expected = f"expected ~{frontpage.fmt_duration(first['wall_time_s'])} from the last run"
     lines = [line for line in err.splitlines() if "cell 1 of 3" in line]
     assert lines and expected in lines[0], err
     # what is left after cell 1 is the first run's time of cells 2 and 3
-    left = run.fmt_duration(sum(first["cells_s"][1:]))
+    left = frontpage.fmt_duration(sum(first["cells_s"][1:]))
     assert f"~{left} left" in lines[0]
 
 
@@ -183,7 +184,7 @@ def test_the_published_budgets_file_is_valid():
     ref = run.reference_timings()
     assert ref["path"] == str(paths.PARAMS / "timings.yaml") and (paths.PARAMS / "timings.yaml").exists()
     assert set(ref["notebooks"]) == set(run.NOTEBOOK_ORDER)
-    assert set(run.NOTEBOOK_QUESTIONS) == set(run.NOTEBOOK_ORDER)
+    assert list(frontpage.STUDIES) == list(run.NOTEBOOK_ORDER)
 
 
 class _Rows(HTMLParser):
@@ -242,7 +243,10 @@ def test_index_shows_the_timing_table(tmp_path, monkeypatch):
         "notebook": "01_cmr_llm_benchmark", "profile": "default", "status": "ok", "wall_time_s": 754.2,
         "started": "2026-12-03T11:00:00+00:00", "html": "01_cmr_llm_benchmark.html",
         "html_code": "code/01_cmr_llm_benchmark.html"}))
-    page = run.write_index(out).read_text()
+    (out / "code").mkdir()
+    for report in ("01_cmr_llm_benchmark.html", "code/01_cmr_llm_benchmark.html"):  # linked only when there
+        (out / report).write_text("<html></html>")
+    page = run.write_front_page(out).read_text()
 
     parser = _Rows()
     parser.feed(page)
@@ -285,8 +289,9 @@ def test_unchanged_inputs_render_the_last_run_again(runs):
     assert "reused_from" not in changed and changed["inputs_sha256"] != second["inputs_sha256"]
     assert "result 4" in runs["changed"]["reader"] and "cell 3 of 3" in runs["changed"]["stderr"]
     index = (runs["out"] / "index.html").read_text()
-    assert "ok, inputs unchanged since" not in index  # the latest record ("changed") was executed
-    page = run.write_index(runs["out"]).read_text()
+    assert "inputs unchanged since" in runs["reused"]["index"]
+    assert "inputs unchanged since" not in index  # the latest record ("changed") was executed
+    page = run.write_front_page(runs["out"]).read_text()
     assert "toy" in page
 
 

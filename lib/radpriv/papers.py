@@ -1,4 +1,5 @@
-"""Published figures of the three studies (``papers.yaml``), shown beside ours and clearly labelled."""
+"""Published figures of the three studies (``papers.yaml``: citation, data, models and the figures), shown beside
+ours and clearly labelled."""
 
 from __future__ import annotations
 

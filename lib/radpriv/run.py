@@ -15,8 +15,10 @@ For each notebook ``notebooks/<stem>.ipynb`` the parameters come from
 - ``reports/_executed/<stem>.ipynb`` the executed notebook
 - ``reports/<stem>.run.json``      profile, parameters, status, wall time, seconds of each code cell
 - ``reports/timings.json``         the latest run of every notebook and profile (smoke/default/full side by side)
-- ``reports/index.html``           links to all of them, the question each answers, and a timing table beside
-                                   the published budgets (``notebooks/params/timings.yaml``)
+- ``reports/index.html``           the front page (:mod:`radpriv.frontpage`): per study its question, status, run
+                                   time, headline figures beside the published ones, one figure and links to
+                                   both reports; a timing table beside the published budgets
+                                   (``notebooks/params/timings.yaml``)
 
 While a notebook runs, one line per completed code cell goes to the runner's stderr (never into a report):
 ``cell n of m``, elapsed time and the time expected from the last run of the same notebook and profile (else
@@ -41,7 +43,8 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import yaml
 
-from radpriv import paths
+from radpriv import frontpage, paths
+from radpriv.frontpage import fmt_duration, fmt_gb
 from radpriv.hashing import file_sha256
 from radpriv.kernel import PEAK_ENV
 
@@ -438,29 +441,8 @@ REFERENCE_MEASURED_KEYS = ("date", "machine", "cpu_count", "note")
 REFERENCE_LABEL = "reference, 2 idle cores"
 ENGINE_NAME = "radpriv-progress"
 
-#: The question each notebook answers (the front page shows it beside the report).
-NOTEBOOK_QUESTIONS = {
-    "00_data_overview": "What do the embedded corpora look like, and how good is a rule-based (NegEx/ConText) labeler?",
-    "01_cmr_llm_benchmark": "Can several local open LLMs classify cardiac MRI reports into diagnostic categories?",
-    "02_label_extraction": "Can an LLM fill a finding template with true/false/uncertain, and does inclusive vs "
-                           "exclusive uncertainty mapping change downstream models?",
-    "03_dp_lora": "What does DP-SGD + LoRA fine-tuning cost in utility across a privacy grid?",
-    "04_privacy_audit": "What does differential privacy buy against memorization and membership inference?",
-}
-
-
 class TimingsError(ValueError):
     """notebooks/params/timings.yaml (the published reference budgets) is malformed."""
-
-
-def fmt_duration(seconds: float | None) -> str:
-    """``m:ss`` (``h:mm:ss`` from an hour on); ``–`` for no value."""
-    if seconds is None:
-        return "–"
-    s = int(round(max(0.0, float(seconds))))
-    h, rest = divmod(s, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def _parse_seconds(value: Any) -> float | None:
@@ -878,7 +860,7 @@ def execute(stem: str, profile: str = "default", params_file: str | Path | None 
         record["wall_time_s"] = round(time.time() - t0, 1)
         (out_dir / f"{stem}.run.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
         _update_timings(out_dir, {**record, "profile": f"cached_{profile}"}, _params_sha(params))
-        write_index(out_dir)
+        write_front_page(out_dir)
         return record
     progress = RunProgress(stem, profile, _count_code_cells(nb_in),
                            expected_time(stem, profile, out_dir, params), _progress_stream(quiet), t0=t0)
@@ -913,163 +895,18 @@ def execute(stem: str, profile: str = "default", params_file: str | Path | None 
                                               with_code=True).relative_to(out_dir))
     (out_dir / f"{stem}.run.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
     _update_timings(out_dir, record, _params_sha(params))
-    write_index(out_dir)
+    write_front_page(out_dir)
     if record["status"] != "ok":
         raise RuntimeError(f"notebook {stem} failed after {record['wall_time_s']} s: {record['error']}\n"
                            f"see {out_dir / (stem + '.html')} for the cell that failed")
     return record
 
 
-def _order_key(stem: str) -> tuple:
-    return (NOTEBOOK_ORDER.index(stem), "") if stem in NOTEBOOK_ORDER else (len(NOTEBOOK_ORDER), stem)
-
-
-def _utc_label(iso: str | None) -> str:
-    """``2026-12-02 14:05 UTC`` from an ISO timestamp (the text itself when it does not parse)."""
-    if not iso:
-        return "–"
-    try:
-        t = _dt.datetime.fromisoformat(str(iso))
-    except ValueError:
-        return str(iso)
-    if t.tzinfo is not None:
-        t = t.astimezone(_dt.timezone.utc)
-    return t.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _timing_cell(entry: Mapping[str, Any] | None) -> tuple[str, float | None]:
-    """(HTML of one measured cell, seconds counted in the total or None)."""
-    if not isinstance(entry, Mapping) or entry.get("wall_time_s") is None:
-        return '<td class="num none">–</td>', None
-    secs = float(entry["wall_time_s"])
-    title = f"{secs:g} s, started {_utc_label(entry.get('started'))}"
-    if entry.get("cpu_count"):
-        title += f", {entry['cpu_count']} CPUs"
-    if entry.get("status") != "ok":
-        text = f"{entry.get('status') or 'unknown'} after {fmt_duration(secs)}"
-        return f'<td class="num failed" title="{html.escape(title)}">{html.escape(text)}</td>', None
-    return f'<td class="num" title="{html.escape(title)}">{html.escape(fmt_duration(secs))}</td>', secs
-
-
-def _total_cell(values: list[float | None], n_rows: int) -> str:
-    known = [v for v in values if v is not None]
-    if not known:
-        return '<td class="num none">–</td>'
-    text = fmt_duration(sum(known)) + ("" if len(known) == n_rows else f" ({len(known)} of {n_rows})")
-    return f'<td class="num">{html.escape(text)}</td>'
-
-
-_INDEX_CSS = """body{font-family:system-ui,sans-serif;max-width:64em;margin:2em auto;padding:0 1em;color:#222}
-body{line-height:1.4}table{border-collapse:collapse;margin:1em 0}
-td,th{padding:.3em .8em;text-align:left;vertical-align:top;border-bottom:1px solid #ddd}
-th{background:#f3f3f3}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.none{color:#999}td.failed{color:#a00}tr.total td{font-weight:bold;border-top:2px solid #999}
-td.q{color:#444;font-size:.95em}p.note{color:#555;font-size:.9em}"""
-
-
-def _gb(value) -> str:
-    return "–" if value is None else f"{float(value):.1f} GB"
-
-
-def write_index(out_dir: str | Path | None = None) -> Path:
-    """``<out>/index.html``: every report with the question it answers, its profile and status; a timing table
-    (smoke/default/full as measured on this machine, from ``timings.json``, beside the published reference
-    budgets); the machine's CPU count and the date of the latest run. Plain HTML, inline CSS, no external
-    assets."""
+def write_front_page(out_dir: str | Path | None = None) -> Path:
+    """``<out>/index.html``, the front page (:mod:`radpriv.frontpage`), from the run records, saved results and
+    ``timings.json`` in ``out_dir`` and the published reference budgets."""
     out_dir = Path(out_dir or paths.REPORTS)
-    esc = html.escape
-    records = []
-    for rec_path in out_dir.glob("*.run.json"):
-        try:
-            records.append(json.loads(rec_path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            continue
-    records.sort(key=lambda r: _order_key(str(r.get("notebook", ""))))
-    rows = []
-    for rec in records:
-        name = str(rec["notebook"])
-        link = (f'<a href="{esc(rec["html"])}">{esc(name)}</a>' if rec.get("html") else esc(name))
-        code = f' (<a href="{esc(rec["html_code"])}">with code</a>)' if rec.get("html_code") else ""
-        wall = rec.get("wall_time_s")
-        status, wall_text = str(rec.get("status", "")), fmt_duration(wall)
-        if rec.get("reused_from"):  # inputs unchanged: the earlier execution, rendered again
-            origin = rec["reused_from"]
-            status += f", inputs unchanged since {_utc_label(origin.get('started'))}"
-            wall_text = f"{fmt_duration(origin.get('wall_time_s'))} (re-rendered in {fmt_duration(wall)})"
-        rows.append(f"<tr><td>{link}{code}</td><td class=\"q\">{esc(NOTEBOOK_QUESTIONS.get(name, ''))}</td>"
-                    f"<td>{esc(str(rec.get('profile', '')))}</td><td>{esc(status)}</td>"
-                    f"<td class=\"num\">{esc(wall_text)}</td>"
-                    f"<td class=\"num\">{esc(_gb(rec.get('peak_rss_gb')))}</td>"
-                    f"<td>{esc(_utc_label(rec.get('started')))}</td></tr>")
-
-    timings = read_timings(out_dir)
-    reference = _reference_or_warn()
-    ref_rows = (reference or {}).get("notebooks") or {}
-    stems = sorted(set(NOTEBOOK_ORDER) | {s for s in timings if isinstance(timings.get(s), dict)}
-                   | {str(r.get("notebook")) for r in records}, key=_order_key)
-    measured_keys = PROFILES + ("cached_default",)  # the cached column: a re-run whose inputs were unchanged
-    columns: list[list[float | None]] = [[] for _ in measured_keys + REFERENCE_KEYS]
-    trows = []
-    for stem in stems:
-        cells = []
-        per_profile = timings.get(stem) if isinstance(timings.get(stem), dict) else {}
-        for j, profile in enumerate(measured_keys):
-            cell, secs = _timing_cell(per_profile.get(profile))
-            cells.append(cell)
-            columns[j].append(secs)
-        for j, key in enumerate(REFERENCE_KEYS, start=len(measured_keys)):
-            secs = (ref_rows.get(stem) or {}).get(key)
-            cells.append(f'<td class="num{"" if secs is not None else " none"}">{esc(fmt_duration(secs))}</td>')
-            columns[j].append(secs)
-        trows.append(f'<tr><th scope="row">{esc(stem)}</th>{"".join(cells)}</tr>')
-    trows.append('<tr class="total"><td>total</td>' + "".join(_total_cell(c, len(stems)) for c in columns)
-                 + "</tr>")
-
-    entries = [e for per in timings.values() if isinstance(per, dict) for e in per.values() if isinstance(e, dict)]
-    starts = [str(e["started"]) for e in entries if e.get("started")]
-    starts += [str(r["started"]) for r in records if r.get("started")]
-    cpus = sorted({int(e["cpu_count"]) for e in entries if isinstance(e.get("cpu_count"), int)})
-    here = os.cpu_count()
-    machine = f"This machine: {here} CPU cores ({esc(platform.platform())}, Python {esc(platform.python_version())})."
-    if cpus and cpus != [here]:
-        machine += f" The measured times were taken with {esc(', '.join(map(str, cpus)))} CPU cores."
-    latest = f" Latest run: {esc(_utc_label(max(starts)))}." if starts else " No notebook has run here yet."
-    measured = (reference or {}).get("measured") or {}
-    ref_note = (f"Reference budgets (<code>notebooks/params/timings.yaml</code>): "
-                f"{esc(measured.get('machine') or '2 CPU cores, no GPU')}, "
-                + (f"measured {esc(measured['date'])}" if measured.get("date") else "not measured yet")
-                + (f"; {esc(measured['note'])}" if measured.get("note") else "") + ".")
-    if reference is None:
-        ref_note = "Reference budgets: the budgets file is malformed (see the runner's warning)."
-    ref_heads = "".join(f'<th class="num">{esc("default, cached" if k == "cached_default" else k)}</th>'
-                        for k in REFERENCE_KEYS)
-    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>radpriv reports</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>{_INDEX_CSS}</style>
-</head><body><h1>radpriv reports</h1>
-<p>Privacy-preserving language models on radiology reports, re-run on this machine. Every report states
-its parameters, package versions, data sha256 and model hashes. Reports on the embedded default use
-<b>synthetic</b> reports generated by the project.</p>
-<p>{machine}{latest}</p>
-<h2>Reports</h2>
-<table><thead><tr><th>report</th><th>question</th><th>profile</th><th>status</th><th class="num">wall time</th>
-<th class="num">peak memory</th><th>started</th></tr></thead>
-<tbody>{''.join(rows) or '<tr><td colspan="7"><i>no notebook has run yet</i></td></tr>'}</tbody></table>
-<h2>Timings</h2>
-<p>Wall time per notebook (m:ss), measured on this machine (the latest run of each profile; a failed run shows
-how far it got) beside the published reference budgets, measured one job at a time on 2 idle CPU cores.
-“default, cached” is the default profile run again with nothing changed: the runner renders the previous
-execution again (inputs unchanged: same notebook, parameters, package files and versions).</p>
-<table id="timings"><thead>
-<tr><th rowspan="2">notebook</th><th colspan="{len(measured_keys)}">measured here</th>
-<th colspan="{len(REFERENCE_KEYS)}">reference (2 idle cores)</th></tr>
-<tr>{''.join(f'<th class="num">{esc("default, cached" if p == "cached_default" else p)}</th>' for p in measured_keys)}{ref_heads}</tr>
-</thead><tbody>{''.join(trows)}</tbody></table>
-<p class="note">{ref_note}</p>
-</body></html>"""
-    out = out_dir / "index.html"
-    out.write_text(page, encoding="utf-8")
-    return out
+    return frontpage.write_index(out_dir, NOTEBOOK_ORDER, read_timings(out_dir), _reference_or_warn(), REFERENCE_KEYS)
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -1121,7 +958,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             rec = execute(stem, args.profile, args.params, dict(args.overrides), args.out, quiet=args.quiet,
                           reuse=not args.rerun)
-            print(f"   ok in {fmt_duration(rec['wall_time_s'])} (peak memory {_gb(rec.get('peak_rss_gb'))}) -> "
+            print(f"   ok in {fmt_duration(rec['wall_time_s'])} (peak memory {fmt_gb(rec.get('peak_rss_gb'))}) -> "
                   f"{Path(args.out or paths.REPORTS) / rec['html']}", flush=True)
         except Exception as exc:
             print(f"   FAILED: {exc}", file=sys.stderr, flush=True)
