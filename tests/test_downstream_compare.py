@@ -5,19 +5,21 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from radpriv.downstream.compare import choose_thresholds, compare_label_sets, text_trainer, threshold_metrics
+from radpriv.downstream.compare import compare_label_sets, text_trainer, threshold_metrics
+from radpriv.evaluate.scoring import choose_thresholds
 
 
 def test_youden_threshold_and_metrics():
     y = np.array([[0], [0], [0], [1], [1], [1]])
     p = np.array([[0.1], [0.2], [0.6], [0.5], [0.8], [0.9]])
-    thr = choose_thresholds(np.array([[0], [0], [0], [1], [1], [1]]), np.array([[0.1], [0.2], [0.6], [0.7], [0.8], [0.9]]))
+    thr = choose_thresholds(np.array([[0], [0], [0], [1], [1], [1]]), np.array([[0.1], [0.2], [0.6], [0.7], [0.8], [0.9]]),
+                            rule="youden")
     assert thr[0] == pytest.approx(0.7)  # the only cut with sensitivity 1 and specificity 1
     t = threshold_metrics(y, p, np.array([0.5]), ["x"]).iloc[0]
     assert (t.tp, t.fn, t.tn, t.fp) == (3, 0, 2, 1)
     assert t.sensitivity == 1.0 and t.specificity == pytest.approx(2 / 3)
     assert t.sens_ci_low < 1.0 and t.spec_ci_low < t.specificity < t.spec_ci_high
-    one_class = choose_thresholds(np.zeros((4, 1)), np.array([[0.1], [0.2], [0.3], [0.4]]))
+    one_class = choose_thresholds(np.zeros((4, 1)), np.array([[0.1], [0.2], [0.3], [0.4]]), rule="youden")
     assert one_class[0] == pytest.approx(0.4)
 
 

@@ -33,30 +33,13 @@ from statsmodels.stats.proportion import proportion_confint
 
 from radpriv import evaluate
 from radpriv.downstream.labels import evaluable_findings
+from radpriv.evaluate.scoring import choose_thresholds
 
-__all__ = ["Trainer", "LabelSetRun", "Comparison", "compare_label_sets", "choose_thresholds", "threshold_metrics",
+__all__ = ["Trainer", "LabelSetRun", "Comparison", "compare_label_sets", "threshold_metrics",
            "image_trainer", "text_trainer"]
 
 #: fit on (train rows, validation rows) with labels Y [n, K]; return (validation proba, test proba, info)
 Trainer = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, dict]]
-
-
-def choose_thresholds(y_val: np.ndarray, p_val: np.ndarray, rule: str = "youden") -> np.ndarray:
-    """Per-finding thresholds on validation predictions: ``youden`` maximises sensitivity + specificity - 1;
-    a finding with one class only in validation gets the validation prevalence-matched quantile."""
-    y_val, p_val = np.asarray(y_val), np.asarray(p_val)
-    out = np.zeros(y_val.shape[1])
-    for k in range(y_val.shape[1]):
-        y, p = y_val[:, k], p_val[:, k]
-        if 0 < y.sum() < len(y):
-            if rule != "youden":
-                raise ValueError(f"unknown threshold rule {rule!r}")
-            fpr, tpr, thr = roc_curve(y, p)
-            j = np.argmax(tpr - fpr)
-            out[k] = min(float(thr[j]), 1.0)
-        else:
-            out[k] = float(np.quantile(p, 1 - y.mean())) if len(p) else 0.5
-    return out
 
 
 def threshold_metrics(y_true: np.ndarray, proba: np.ndarray, thresholds: np.ndarray, names: Sequence[str]
@@ -306,7 +289,7 @@ def compare_label_sets(label_sets: Mapping[str, pd.DataFrame], reference: pd.Dat
     for name, m in label_sets.items():
         Y = m[keep].to_numpy().astype(np.float32)
         p_val, p_test, info = trainer(rows["train"], rows["validation"], rows["test"], Y)
-        thr = choose_thresholds(Y[rows["validation"]], p_val)
+        thr = choose_thresholds(Y[rows["validation"]], p_val, rule="youden")
         runs[name] = LabelSetRun(name=name, proba_val=p_val, proba_test=p_test, thresholds=thr, info=info)
     return Comparison(findings=keep, excluded=excluded, reference_name=reference_name,
                       report_ids=[str(order[i]) for i in rows["test"]],

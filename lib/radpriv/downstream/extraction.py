@@ -24,7 +24,6 @@ on that table:
 from __future__ import annotations
 
 import itertools
-
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -34,7 +33,7 @@ from radpriv import evaluate
 from radpriv.schemas import Schema, State
 
 __all__ = ["TEMPLATE_VALUES", "UNANSWERED", "template_states", "long_labels", "label_accuracy", "exact_match",
-           "uncertainty_detection", "state_prf", "mcnemar_vs", "extraction_summary", "accuracy_figure"]
+           "uncertainty_detection", "state_prf", "mcnemar_vs", "extraction_summary"]
 
 TEMPLATE_VALUES = ("true", "uncertain", "false")
 UNANSWERED = "unanswered"
@@ -235,32 +234,3 @@ def extraction_summary(long: pd.DataFrame, n_resamples: int = 1000, seed: int = 
         "unanswered reports": acc["unanswered_reports"]})
     return out.reset_index()
 
-
-def accuracy_figure(acc: pd.DataFrame, published: Sequence[Mapping] | None = None):
-    """Label accuracy per region (bars: systems, whiskers: 95 % CI); published figures as black markers."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    regions = list(dict.fromkeys(acc["region"]))
-    systems = list(dict.fromkeys(acc["system"]))
-    palette = dict(zip(systems, sns.color_palette("deep", len(systems))))
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(regions) * max(1, len(systems)) / 2, 3.4))
-    width = 0.8 / len(systems)
-    for j, system in enumerate(systems):
-        sub = acc[acc["system"] == system].set_index("region").reindex(regions)
-        x = np.arange(len(regions)) + (j - (len(systems) - 1) / 2) * width
-        ax.bar(x, sub["label_accuracy"], width, color=palette[system], label=system)
-        ax.errorbar(x, sub["label_accuracy"], yerr=[sub["label_accuracy"] - sub["ci_low"],
-                                                    sub["ci_high"] - sub["label_accuracy"]],
-                    fmt="none", ecolor="black", lw=0.8, capsize=2)
-    if published:
-        pub = {r["region"]: r["accuracy"] / 100 for r in published}
-        xs = [i for i, r in enumerate(regions) if r in pub]
-        ax.scatter(xs, [pub[regions[i]] for i in xs], marker="D", color="black", zorder=5, s=18,
-                   label="published (GPT-4o, clinical reports)")
-    ax.set_xticks(np.arange(len(regions)), regions)
-    ax.set_ylabel("label accuracy (3 states)")
-    ax.set_ylim(max(0.0, float(np.nanmin(acc["ci_low"])) - 0.05) if len(acc) else 0, 1.01)
-    ax.legend(fontsize=7, frameon=False, loc="lower left")
-    fig.tight_layout()
-    return fig

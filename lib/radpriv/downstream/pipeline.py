@@ -1,4 +1,4 @@
-"""The Study 2 downstream experiments in one call each (what the notebook runs).
+"""Train the same classifier on every label set, from one kind of input, and compare the models (one call each).
 
 - :func:`synthetic_image_study`  synthetic radiographs drawn from a corpus' ground truth, a small two-view
   CNN trained on every label set, scored against what is truly drawn (clearly synthetic);
@@ -7,6 +7,8 @@
 - :func:`text_study`             frozen MiniLM + logistic heads on the reports, scored against ground truth;
 - :func:`summary_table`          one row per experiment and label set: macro AUC with DeLong CI, and the
   paired DeLong test of each label-set pair.
+
+Study 2's experiment (which reports, whose labels, which figures) is assembled in :mod:`radpriv.studies.study2`.
 """
 
 from __future__ import annotations
@@ -17,32 +19,12 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from radpriv.downstream.cnn import ManifestCases, ResNet50TwoView, SmallCNN, TrainConfig
+from radpriv.data.image_manifest import ImageManifest
+from radpriv.data.synthetic_images import SyntheticImages, synthesize_images
+from radpriv.downstream.cnn import CNNTrainConfig, ManifestCases, ResNet50TwoView, SmallCNN
 from radpriv.downstream.compare import Comparison, compare_label_sets, image_trainer, text_trainer
-from radpriv.downstream.images import ImageManifest, SyntheticImages, synthesize_images
 
-__all__ = ["show_figure", "subset_by_split", "synthetic_image_study", "manifest_image_study", "text_study", "summary_table",
-           "macro_auc_figure"]
-
-
-def show_figure(fig, dpi: int = 110) -> None:
-    """Display a figure in the notebook as an embedded PNG (see :func:`radpriv.evaluate.plots.show`)."""
-    from radpriv.evaluate.plots import show
-
-    show(fig, dpi=dpi)
-
-
-def subset_by_split(frame: pd.DataFrame, limit: int | None, seed: int = 0) -> pd.DataFrame:
-    """At most ``limit`` reports, each split keeping its share (at least 2 per split); ``None``: all of them."""
-    if limit is None or int(limit) >= len(frame):
-        return frame.reset_index(drop=True)
-    if "split" not in frame.columns:
-        raise ValueError("the frame has no 'split' column (train/validation/test)")
-    share = frame["split"].value_counts(normalize=True)
-    parts = [g.sample(n=min(len(g), max(2, round(int(limit) * share[s]))), random_state=seed)
-             for s, g in frame.groupby("split", sort=False)]
-    keep = pd.concat(parts).index
-    return frame.loc[sorted(keep)].reset_index(drop=True)
+__all__ = ["synthetic_image_study", "manifest_image_study", "text_study", "summary_table"]
 
 
 def _split_of(frame: pd.DataFrame) -> pd.Series:
@@ -52,7 +34,7 @@ def _split_of(frame: pd.DataFrame) -> pd.Series:
 
 
 def synthetic_image_study(corpus: pd.DataFrame, label_sets: Mapping[str, pd.DataFrame], region: str | None = None,
-                          size: int = 64, seed: int = 0, width: int = 16, config: TrainConfig | None = None,
+                          size: int = 64, seed: int = 0, width: int = 16, config: CNNTrainConfig | None = None,
                           uncertain_visible: float = 0.5, uncertain_strength: float = 0.6,
                           progress: bool = True) -> tuple[SyntheticImages, Comparison]:
     """Draw two synthetic views per report of ``corpus`` (ground-truth States, ``split``), train
@@ -60,7 +42,7 @@ def synthetic_image_study(corpus: pd.DataFrame, label_sets: Mapping[str, pd.Data
     t0 = time.perf_counter()
     images = synthesize_images(corpus, region=region, size=size, seed=seed, uncertain_visible=uncertain_visible,
                                uncertain_strength=uncertain_strength, progress=progress)
-    config = config or TrainConfig(epochs=60, seed=seed, progress=progress)
+    config = config or CNNTrainConfig(epochs=60, seed=seed, progress=progress)
     trainer = image_trainer(images.images, lambda k: SmallCNN(k, n_views=len(images.views), width=width), config)
     cmp = compare_label_sets(label_sets, images.visible, _split_of(corpus), trainer,
                              reference_name="drawn on the synthetic image", kind="synthetic images, small CNN")
@@ -70,7 +52,7 @@ def synthetic_image_study(corpus: pd.DataFrame, label_sets: Mapping[str, pd.Data
 
 def manifest_image_study(manifest: ImageManifest, label_sets: Mapping[str, pd.DataFrame], reference: pd.DataFrame,
                          split: pd.Series | None = None, model: str = "resnet50", weights=None, size: int = 224,
-                         config: TrainConfig | None = None, freeze_backbone: bool = False,
+                         config: CNNTrainConfig | None = None, freeze_backbone: bool = False,
                          cache_images: bool = True) -> Comparison:
     """Your radiographs: one two-view model per label set, scored against ``reference`` (0/1 per report_id).
 
@@ -107,7 +89,7 @@ def manifest_image_study(manifest: ImageManifest, label_sets: Mapping[str, pd.Da
         factory = lambda k: SmallCNN(k, n_views=len(manifest.views))  # noqa: E731
     else:
         raise ValueError(f"model must be 'resnet50' or 'small_cnn', got {model!r}")
-    config = config or TrainConfig(epochs=20, batch_size=16, lr=3e-4)
+    config = config or CNNTrainConfig(epochs=20, batch_size=16, lr=3e-4)
     trainer = image_trainer(None, factory, config, dataset_factory=dataset)
     return compare_label_sets(label_sets, reference, split, trainer, reference_name="image reference",
                               kind=f"radiographs, {model}")
@@ -144,33 +126,3 @@ def summary_table(comparisons: Mapping[str, Comparison], pairs: Sequence[tuple[s
         tests.append(t)
     return pd.concat(aucs, ignore_index=True), pd.concat(tests, ignore_index=True)
 
-
-def macro_auc_figure(aucs: pd.DataFrame, published: Sequence[Mapping] | None = None):
-    """Macro AUC with its 95 % CI per experiment (rows) and label set (colours); the published downstream rows
-    (``papers.published("label_extraction")["downstream"]``: region, labels, macro_auc) as dashed lines, one per
-    distinct value, labelled with the label policies that reached it."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    exps = list(dict.fromkeys(aucs["experiment"]))
-    sets = list(dict.fromkeys(aucs["label_set"]))
-    palette = dict(zip(sets, sns.color_palette("deep", len(sets))))
-    fig, ax = plt.subplots(figsize=(6.4, 0.7 + 0.55 * len(exps) * len(sets) / 2))
-    h = 0.8 / len(sets)
-    for j, name in enumerate(sets):
-        sub = aucs[aucs["label_set"] == name].set_index("experiment").reindex(exps)
-        y = np.arange(len(exps)) + (j - (len(sets) - 1) / 2) * h
-        ax.errorbar(sub["macro_auc"], y, xerr=[sub["macro_auc"] - sub["ci_low"], sub["ci_high"] - sub["macro_auc"]],
-                    fmt="o", color=palette[name], capsize=2, label=name)
-    by_value: dict[float, list[str]] = {}
-    for row in published or ():
-        by_value.setdefault(float(row["macro_auc"]), []).append(f"{row['region']} {row['labels']}")
-    for value, who in by_value.items():
-        ax.axvline(value, ls="--", c="grey", lw=0.8, label=f"published {', '.join(who)}: {value:.2f}")
-    ax.axvline(0.5, ls=":", c="lightgrey", lw=0.8)
-    ax.set_yticks(np.arange(len(exps)), exps, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("macro AUC (test split, 95 % DeLong CI)")
-    ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    return fig
