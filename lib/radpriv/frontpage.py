@@ -105,11 +105,12 @@ def _study2_rows(res: Mapping, params: Mapping) -> list[dict]:
                  a["label_accuracy"], a.get("ci_low"), a.get("ci_high"))
             for a in res["label_accuracy"] if a["region"] == "overall"]
     down = res.get("downstream") or {}
+    cases = " ".join(str(x) for x in (len(down.get("y_test") or ()) or "", params.get("downstream_region")) if x)
     for a in down.get("macro_auc") or ():
         if str(a["label_set"]).startswith("llm_"):
             rows.append(_row(f"{a['experiment']} classifier, {a['label_set'][len('llm_'):]} LLM labels",
-                             f"{params.get('downstream_region') or ''} test cases".strip(), "macro AUC",
-                             a["macro_auc"], a.get("ci_low"), a.get("ci_high")))
+                             f"{cases} test cases".strip(), "macro AUC", a["macro_auc"], a.get("ci_low"),
+                             a.get("ci_high")))
     return rows
 
 
@@ -293,7 +294,7 @@ section.study{border:1px solid var(--line);border-radius:10px;padding:1.1em 1.3e
 .dot.ok{background:var(--ok)}.dot.failed{background:var(--bad)}
 p.question{margin:.5em 0 .2em;font-size:1.02em}
 p.meta{color:var(--muted);font-size:.88em;margin:.1em 0 .8em}
-.body{display:grid;grid-template-columns:minmax(0,1.25fr) minmax(0,1fr);gap:1.3em;align-items:start}
+.body{display:grid;grid-template-columns:minmax(0,3fr) minmax(0,2fr);gap:1.4em;align-items:start}
 .body.single{grid-template-columns:minmax(0,1fr)}
 @media (max-width:60em){.body{grid-template-columns:minmax(0,1fr)}}
 figure{margin:0}figure img{width:100%;height:auto;border:1px solid var(--line);border-radius:6px;background:#fff}
@@ -302,6 +303,7 @@ table{border-collapse:collapse;width:100%;font-size:.9em}
 td,th{padding:.32em .6em;text-align:left;vertical-align:top;border-bottom:1px solid var(--line)}
 thead th{background:var(--soft);font-weight:600}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.metric{white-space:nowrap}
 tr.group th{background:#fff;font-weight:600;font-size:.92em;padding-top:.7em;border-bottom:2px solid var(--line)}
 tr.group.paper th{color:#7a4d00}
 tr.paper td{background:#fdf8ee;color:#444}
@@ -328,11 +330,27 @@ def _value(row: Mapping, paper: bool) -> str:
     return text
 
 
+def _spans(items: list[dict], key: str) -> list[int]:
+    """Rowspan per row for column ``key``: a run of equal values is one cell (0: covered by the row above)."""
+    spans = [0] * len(items)
+    start = 0
+    for i in range(1, len(items) + 1):
+        if i == len(items) or items[i][key] != items[start][key]:
+            spans[start] = i - start
+            start = i
+    return spans
+
+
 def _headline_table(ours: list[dict], paper_rows: list[dict], paper: Mapping) -> str:
     def rows(items, cls):
-        return "".join(f'<tr class="{cls}"><td>{esc(r["system"])}</td><td>{esc(r["data"])}</td>'
-                       f'<td>{esc(r["metric"])}</td><td class="num">{esc(_value(r, cls == "paper"))}</td></tr>'
-                       for r in items)
+        cols = ("system", "data", "metric")
+        spans = {k: _spans(items, k) for k in cols}
+        out = []
+        for i, r in enumerate(items):
+            cells = "".join(f'<td class="{k}"' + (f' rowspan="{spans[k][i]}"' if spans[k][i] > 1 else "")
+                            + f">{esc(r[k])}</td>" for k in cols if spans[k][i])
+            out.append(f'<tr class="{cls}">{cells}<td class="num">{esc(_value(r, cls == "paper"))}</td></tr>')
+        return "".join(out)
 
     more = len(ours) - MAX_ROWS
     body = ('<tr class="group"><th colspan="4">This run: synthetic reports, small local models</th></tr>'
@@ -347,8 +365,8 @@ def _headline_table(ours: list[dict], paper_rows: list[dict], paper: Mapping) ->
         about = " ".join(f"{k.capitalize()}: {paper[k]}." for k in ("data", "models") if paper.get(k))
         cite = (f'<p class="note">Published: <i>{esc(" ".join(str(paper["citation"]).split()))}</i> '
                 f'{esc(about)}</p>')
-    return (f'<table class="headline"><thead><tr><th>system</th><th>data</th><th>metric</th>'
-            f'<th class="num">value (95% CI)</th></tr></thead><tbody>{body}</tbody></table>{cite}')
+    return (f'<table class="headline"><thead><tr><th>System</th><th>Data</th><th>Metric</th>'
+            f'<th class="num">Value (95% CI)</th></tr></thead><tbody>{body}</tbody></table>{cite}')
 
 
 def _status(rec: Mapping | None) -> str:
