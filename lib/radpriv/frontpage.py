@@ -30,7 +30,7 @@ from radpriv.papers import published
 FIGURE_TAG = "front-page"
 FIGURES_DIR = "figures"
 #: at most this many of our rows per headline table (the report has the rest)
-MAX_ROWS = 10
+MAX_ROWS = 12
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -105,18 +105,18 @@ def _study2_rows(res: Mapping, params: Mapping) -> list[dict]:
                  a["label_accuracy"], a.get("ci_low"), a.get("ci_high"))
             for a in res["label_accuracy"] if a["region"] == "overall"]
     down = res.get("downstream") or {}
-    cases = " ".join(str(x) for x in (len(down.get("y_test") or ()) or "", params.get("downstream_region")) if x)
     for a in down.get("macro_auc") or ():
         if str(a["label_set"]).startswith("llm_"):
-            rows.append(_row(f"{a['experiment']} classifier, {a['label_set'][len('llm_'):]} LLM labels",
-                             f"{cases} test cases".strip(), "macro AUC", a["macro_auc"], a.get("ci_low"),
-                             a.get("ci_high")))
+            rows.append(_row(f"{a['experiment']} ({a['label_set'][len('llm_'):]} LLM labels)",
+                             f"{params.get('downstream_region') or 'downstream'} test split", "macro AUC",
+                             a["macro_auc"], a.get("ci_low"), a.get("ci_high")))
     return rows
 
 
 #: Study 3's training modes as a reader knows them
 MODE_NAMES = {"full": "full fine-tuning", "lora": "LoRA", "dp-lora": "DP-LoRA", "dp-full": "DP full fine-tuning",
-              "head": "linear head", "dp-head": "DP linear head"}
+              "head": "linear head", "dp-head": "DP linear head", "tfidf-logreg": "TF-IDF + logistic regression",
+              "dp-tfidf-linear": "DP TF-IDF linear model"}
 
 
 def _study3_rows(res: Mapping, params: Mapping) -> list[dict]:
@@ -136,7 +136,7 @@ def _audit_rows(res: Mapping, params: Mapping) -> list[dict]:
     for c in res["eps_comparison"]:
         match = [m for m in mia["table"] if m["model"] == c["model"] and m["attack"] == c["attack"]]
         low, high = (match[0].get("auc_low"), match[0].get("auc_high")) if match else (None, None)
-        rows.append(_row(f"{c['model']} ({c['attack']} attack)", f"{n} audit reports", "membership-inference AUC",
+        rows.append(_row(f"{c['model']}, {c['attack']} attack", f"{n} audit reports", "membership-inference AUC",
                          c["AUC"], low, high))
     return rows
 
@@ -489,16 +489,18 @@ execution again (inputs unchanged: same notebook, parameters, package files and 
 
 
 def write_index(out_dir: Path, order: Sequence[str], timings: Mapping, reference: Mapping | None,
-                columns: Sequence[str]) -> Path:
+                columns: Sequence[str], defaults: Mapping[str, Mapping] | None = None) -> Path:
     """Write ``<out_dir>/index.html``: a section per notebook of ``order`` (and any other notebook with a run
     record there), then the timing table: ``timings`` (``timings.json``: stem -> profile -> run) beside the
-    ``reference`` budgets (None: the budgets file was malformed), one column per key of ``columns``."""
+    ``reference`` budgets (None: the budgets file was malformed), one column per key of ``columns``.
+    ``defaults``: each notebook's parameter defaults, under the parameters its run record names."""
     out_dir = Path(out_dir)
     records = {}
     for path in out_dir.glob("*.run.json"):
         rec = _read_json(path)
         if isinstance(rec, dict) and rec.get("notebook"):
-            records[str(rec["notebook"])] = rec
+            stem = str(rec["notebook"])
+            records[stem] = {**rec, "parameters": {**(defaults or {}).get(stem, {}), **(rec.get("parameters") or {})}}
 
     def order_key(stem: str) -> tuple:
         return (order.index(stem), "") if stem in order else (len(order), stem)

@@ -904,9 +904,11 @@ def execute(stem: str, profile: str = "default", params_file: str | Path | None 
 
 def write_front_page(out_dir: str | Path | None = None) -> Path:
     """``<out>/index.html``, the front page (:mod:`radpriv.frontpage`), from the run records, saved results and
-    ``timings.json`` in ``out_dir`` and the published reference budgets."""
+    ``timings.json`` in ``out_dir``, the notebooks' parameter defaults and the published reference budgets."""
     out_dir = Path(out_dir or paths.REPORTS)
-    return frontpage.write_index(out_dir, NOTEBOOK_ORDER, read_timings(out_dir), _reference_or_warn(), REFERENCE_KEYS)
+    defaults = {p.stem: notebook_parameters(p.stem) for p in paths.NOTEBOOKS.glob("*.ipynb")}
+    return frontpage.write_index(out_dir, NOTEBOOK_ORDER, read_timings(out_dir), _reference_or_warn(), REFERENCE_KEYS,
+                                 defaults)
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
