@@ -10,7 +10,7 @@
   FPR, and the one-run ε lower bound.
 - :mod:`radpriv.audit.one_run`: the one-run audit of Steinke, Nasr & Jagielski (2023): p-value and ε lower
   bound from the correct guesses among the k₊ top / k₋ bottom scores; group privacy for repeated canaries.
-- :mod:`radpriv.audit.report`: the tables and figures of the privacy-audit notebook.
+- :mod:`radpriv.audit.report`: tables, figures and summary lines of an audit's results.
 - :mod:`radpriv.audit.reconstruction`: masked-token reconstruction by an encoder through a probe MLM
   head (the bundled MiniLM has none), scored by embedding cosine similarity.
 """

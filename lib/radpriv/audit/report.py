@@ -1,7 +1,6 @@
-"""Tables, figures and the summary of the privacy-audit notebook (``notebooks/04_privacy_audit.ipynb``).
-
-Everything the notebook shows is computed here from what it trained, so the notebook stays a narrated
-sequence of calls, and every figure it reports can be recomputed from the results it saves.
+"""Tables, figures and summary lines of a privacy audit, computed from its runs and measurements (causal-LM
+runs, exposures, membership results, reconstructions), so every figure shown can be recomputed from what
+was measured.
 """
 
 from __future__ import annotations
