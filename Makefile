@@ -104,7 +104,7 @@ lab: setup
 
 ## Remove rendered reports and executed notebooks (keeps the environment and model cache)
 clean:
-	rm -rf reports/*.html reports/_executed .pytest_cache
+	rm -rf reports/*.html reports/*.run.json reports/_executed reports/_results reports/figures reports/code .pytest_cache
 
 ## Remove the cached environment too
 distclean: clean

@@ -45,7 +45,7 @@ import pandas as pd  # noqa: E402
 
 from radpriv.data import load_dataset  # noqa: E402
 from radpriv.llm import prompts  # noqa: E402
-from radpriv.llm.backends import get_backend  # noqa: E402
+from radpriv.llm.backends import get_backend, unload  # noqa: E402
 from radpriv.llm.engine import build_messages, label_frame, prefill_questions  # noqa: E402
 from radpriv.models.registry import model_path, resolve_model  # noqa: E402
 
@@ -187,12 +187,7 @@ def bench_model(name: str, frame: pd.DataFrame, schema, rounds: int, n_threads: 
     common = [k for k in a if k in b]
     agree = np.mean([a[k][f] == b[k][f] for k in common for f in schema.ids]) if common else float("nan")
     rows[1]["label_agreement_with_naive"] = float(agree)
-    for bk in backends.values():
-        bk.close()
-    from radpriv.llm.backends import _LOADED, _LOADED_LOCK
-    with _LOADED_LOCK:
-        for k in [k for k, v in _LOADED.items() if v in backends.values()]:
-            del _LOADED[k]
+    unload(*backends.values())
     return rows
 
 

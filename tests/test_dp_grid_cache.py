@@ -81,14 +81,14 @@ def _flip_middle_byte(f: Path) -> None:
 
 
 def test_fingerprint_sees_a_flipped_weight_byte(enc_copy, monkeypatch):
-    from radpriv.models.fetch import SIDECAR_MIN_BYTES, _read_sidecar
+    from radpriv.hashing import SIDECAR_MIN_BYTES, read_sidecar
 
     monkeypatch.setattr(grid, "_fingerprint_cache", {})  # hash through file_sha256 (and its sidecar) here
     weights = registry.hf_weight_files(enc_copy)[0]
     assert weights.stat().st_size >= SIDECAR_MIN_BYTES  # big enough for fetch to keep a sidecar
     before = grid.encoder_fingerprint(enc_copy)
     key_before = _key(enc_copy)
-    assert _read_sidecar(weights, weights.stat())  # the sidecar was written: it must not hide the change
+    assert read_sidecar(weights, weights.stat())  # the sidecar was written: it must not hide the change
     _flip_middle_byte(weights)
     try:
         after = grid.encoder_fingerprint(enc_copy)

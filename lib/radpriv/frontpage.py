@@ -173,6 +173,7 @@ class Study:
     note: str = ""                                    # how to read the headline
 
 
+# (declarations: the five entries share one shape by design)
 STUDIES = {s.stem: s for s in (
     Study("00_data_overview", "Overview", "The embedded corpora and a rule-based labeler",
           "What do the embedded corpora look like, and how good is a rule-based (NegEx/ConText) labeler?",

@@ -471,6 +471,7 @@ def _timings_models():
     Seconds = Annotated[float | None, BeforeValidator(_parse_seconds)]
     Text = Annotated[str | None, BeforeValidator(lambda v: None if v is None else str(v))]
 
+    # (pydantic schemas of timings.yaml: field lists of the same shape, declarations rather than logic)
     class Budgets(BaseModel):
         model_config = ConfigDict(extra="forbid")
         smoke: Seconds = None

@@ -117,6 +117,7 @@ def _f(kind: str, views: Iterable[str] = VIEWS, **params) -> dict:
 
 # Each finding -> the visual features drawn when it is visible. Parents (fracture, joint_effusion,
 # joint_abnormality, ...) are drawn by their own generic feature only when no sub-finding is visible.
+# (a table, one entry per region and finding: its regions repeat the same shape of entries by design)
 FEATURES: dict[str, dict[str, list[dict]]] = {
     "elbow": {
         "fracture_radial_head": [_f("fracture", bone="radial_head", t=0.5)],

@@ -218,26 +218,28 @@ def ArrayCases(images: np.ndarray, labels: np.ndarray | pd.DataFrame | None = No
 
 class ManifestCases(Dataset):
     """Lazily loaded cases of an :class:`~radpriv.data.image_manifest.ImageManifest` (rows ``indices``),
-    with labels ``[len(indices), K]``; decoded images are kept in memory when ``cache``."""
+    with labels ``[len(indices), K]``; decoded images are kept in memory when ``cache``, in ``store`` (a dict
+    from position to image tensor) when given, so datasets over the same rows with other labels share one
+    copy of the decoded images."""
 
     def __init__(self, manifest, indices: Sequence[int], labels: np.ndarray | None = None, size: int = 224,
-                 cache: bool = True):
+                 cache: bool = True, store: dict[int, torch.Tensor] | None = None):
         self.manifest, self.indices, self.size, self.cache = manifest, list(indices), size, cache
         self.labels = None if labels is None else torch.as_tensor(np.asarray(labels, dtype=np.float32))
         if self.labels is not None and len(self.labels) != len(self.indices):
             raise ValueError(f"{len(self.indices)} cases but {len(self.labels)} label rows")
-        self._store: dict[int, torch.Tensor] = {}
+        self.store: dict[int, torch.Tensor] = {} if store is None else store
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int):
-        if i in self._store:
-            x = self._store[i]
+        if i in self.store:
+            x = self.store[i]
         else:
             x = torch.from_numpy(self.manifest.load_case(self.indices[i], self.size))
             if self.cache:
-                self._store[i] = x
+                self.store[i] = x
         return (x,) if self.labels is None else (x, self.labels[i])
 
 

@@ -72,15 +72,11 @@ def manifest_image_study(manifest: ImageManifest, label_sets: Mapping[str, pd.Da
         raise ValueError(f"{manifest.path}: {len(missing)} labelled report(s) have no images, e.g. {missing[:3]}; "
                          "restrict the label sets to the imaged reports")
     positions = np.array([row_of[r] for r in order])
-    stores: dict[tuple, ManifestCases] = {}
+    stores: dict[tuple, dict] = {}  # decoded images shared between label sets over the same rows
 
     def dataset(rows, labels):
-        ds = ManifestCases(manifest, positions[rows], labels, size=size, cache=cache_images)
-        key = tuple(rows)
-        if cache_images and key in stores:  # share decoded images between label sets
-            ds._store = stores[key]._store
-        stores[key] = ds
-        return ds
+        return ManifestCases(manifest, positions[rows], labels, size=size, cache=cache_images,
+                             store=stores.setdefault(tuple(rows), {}))
 
     if model == "resnet50":
         factory = lambda k: ResNet50TwoView(k, n_views=len(manifest.views), weights=weights,  # noqa: E731

@@ -9,7 +9,7 @@ cached record keeps that list under ``key_parts``):
 * the encoder: :func:`encoder_fingerprint`, the sha256 of every file of the checkpoint directory (weights,
   config, tokenizer), not just names and sizes;
 * the training code: :data:`TRAINING_CODE_VERSION`, the sha256 of the source of ``dp/train.py``, ``dp/grid.py``
-  and ``dp/accounting.py`` (and :data:`SCORING_CODE_VERSION`, of the bootstrap the F1 CIs come from), so that
+  and ``dp/accounting.py`` (and :data:`SCORING_CODE_VERSION`, of the bootstrap the F1 CIs come from and the threshold choice), so that
   any edit to the code that trains or scores a run invalidates the cached results instead of silently
   reusing results the edited code might no longer produce;
 * the versions of the numerical libraries (torch, transformers, peft, opacus, numpy, scikit-learn, scipy, …);
@@ -52,8 +52,8 @@ import pandas as pd
 from radpriv import paths
 from radpriv.device import effective_device
 from radpriv.dp.train import (MODES, TrainConfig, dp_tfidf_linear, predict_proba, state_digest, tfidf_logreg, train,
-                              tune_thresholds, world_size)
-from radpriv.evaluate.scoring import binarize, bootstrap_metric
+                              world_size)
+from radpriv.evaluate.scoring import F1_THRESHOLD_GRID, binarize, bootstrap_metric, choose_thresholds
 
 
 def _sha(*parts) -> str:
@@ -79,8 +79,10 @@ def _code_version(*modules: str) -> str:
 #: silently reusing results that the edited code might not reproduce. Over-invalidation costs a re-run;
 #: under-invalidation would put numbers in the report that the code no longer produces.
 TRAINING_CODE_VERSION = _code_version("dp/train.py", "dp/grid.py", "dp/accounting.py")
-#: the one scoring function outside those files that a cached record's numbers depend on (the F1 CIs)
-SCORING_CODE_VERSION = _sha(inspect.getsource(bootstrap_metric))
+#: the scoring code outside those files that a cached record's numbers depend on: the bootstrap of the F1 CIs
+#: and the validation-chosen decision thresholds
+SCORING_CODE_VERSION = _sha(inspect.getsource(bootstrap_metric), inspect.getsource(choose_thresholds),
+                            F1_THRESHOLD_GRID.tobytes())
 #: libraries whose versions change the numbers of a run (kernels, LoRA init, noise calibration, bootstrap)
 _KEY_LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "peft", "opacus", "dp-accounting", "numpy",
                   "scipy", "scikit-learn")
@@ -312,7 +314,7 @@ def run_encoder(cfg: TrainConfig, encoder_path: str, train_split: Split, val: Sp
     res = train(cfg, encoder_path, train_split.texts, train_split.Y, val.texts, val.Y, init_state=init_state,
                 progress=progress)
     pv, pt = predict_proba(res, val.texts), predict_proba(res, test.texts)
-    th = tune_thresholds(val.Y, pv)
+    th = choose_thresholds(val.Y, pv, rule="f1")
     from sklearn.metrics import f1_score
 
     vcols = np.flatnonzero(np.asarray(val.Y).sum(0) > 0)

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from radpriv.device import resolve_device
+from radpriv.evaluate.scoring import choose_thresholds
 
 MODES = ("full", "lora", "dp-lora", "dp-full", "head", "dp-head")
 
@@ -864,19 +865,6 @@ def predict_proba(result: TrainResult, texts, encoder_path: str | None = None) -
 # ---------------------------------------------------------------------------------------------
 # cheap rows
 # ---------------------------------------------------------------------------------------------
-def tune_thresholds(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
-    """Per-label threshold maximising F1 on validation (0.5 where a label has no positives)."""
-    from sklearn.metrics import f1_score
-
-    grid = np.linspace(0.05, 0.95, 19)
-    th = np.full(Y.shape[1], 0.5)
-    for j in range(Y.shape[1]):
-        if Y[:, j].sum() == 0:
-            continue
-        th[j] = grid[int(np.argmax([f1_score(Y[:, j], P[:, j] >= t, zero_division=0) for t in grid]))]
-    return th
-
-
 def tfidf_logreg(train_texts, Y_train, val_texts, Y_val, C: float = 4.0):
     """TF-IDF (word 1-2 grams) + one-vs-rest logistic regression; thresholds tuned on validation."""
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -893,7 +881,7 @@ def tfidf_logreg(train_texts, Y_train, val_texts, Y_val, C: float = 4.0):
         P[:, cols] = clf.predict_proba(vec.transform(texts))
         return P
 
-    th = tune_thresholds(Y_val, proba(val_texts))
+    th = choose_thresholds(Y_val, proba(val_texts), rule="f1")
     return proba, th
 
 
@@ -936,5 +924,5 @@ def dp_tfidf_linear(public_texts, train_texts, Y_train, val_texts, Y_val, epsilo
         with torch.no_grad():
             return torch.sigmoid(lin(torch.tensor(vec.transform(texts).toarray(), dtype=torch.float32))).numpy()
 
-    th = tune_thresholds(Y_val, proba(val_texts))
+    th = choose_thresholds(Y_val, proba(val_texts), rule="f1")
     return proba, th, eps, acc

@@ -147,9 +147,6 @@ def fold_system_turn(messages: list[dict]) -> list[dict]:
     return out
 
 
-_log_softmax = log_softmax  # (one implementation: radpriv.llm.decoding)
-
-
 # ---------------------------------------------------------------------------------------------
 # llama.cpp in process
 # ---------------------------------------------------------------------------------------------
@@ -372,23 +369,31 @@ class LlamaCppBackend(ChatTemplateMixin, Backend):
         """Each question as a user turn after ``messages``; the report's tokens stay in the KV cache and
         only the tokens after the longest shared prefix are evaluated for each question."""
         opt_tok = self._options_first_tokens(options)
-        out: list[dict[str, float]] = []
+        prompts = [self.tokenize(self.render(messages + [{"role": "user", "content": q}])) for q in questions]
+        for tokens in prompts:
+            if len(tokens) + 1 > self.llm.n_ctx():
+                raise BackendError(f"prompt of {len(tokens)} tokens exceeds n_ctx={self.llm.n_ctx()}; "
+                                   "raise n_ctx or shorten the report")
         with self._lock:
             t0 = time.perf_counter()
-            evaluated, n_total = 0, 0
-            for q in questions:
-                if deadline is not None and time.monotonic() > deadline:
-                    raise BackendTimeout(f"scored {len(out)} of {len(questions)} questions before the timeout")
-                tokens = self.tokenize(self.render(messages + [{"role": "user", "content": q}]))
-                if len(tokens) + 1 > self.llm.n_ctx():
-                    raise BackendError(f"prompt of {len(tokens)} tokens exceeds n_ctx={self.llm.n_ctx()}; "
-                                       "raise n_ctx or shorten the report")
-                evaluated += self._eval_from(tokens)
-                n_total = max(n_total, len(tokens))
-                lp = _log_softmax(self._last_logits()[opt_tok])
-                out.append({o: float(v) for o, v in zip(options, lp)})
+            out, evaluated = self._score_each(prompts, self._eval_from, opt_tok, options, deadline)
             secs = time.perf_counter() - t0
-        return Scores(logprobs=out, prompt_tokens=evaluated, prompt_tokens_total=n_total, seconds=secs)
+        return Scores(logprobs=out, prompt_tokens=evaluated, prompt_tokens_total=max(map(len, prompts), default=0),
+                      seconds=secs)
+
+    def _score_each(self, token_lists, evaluate, opt_tok: list[int], options: Sequence[str],
+                    deadline: float | None) -> tuple[list[dict[str, float]], int]:
+        """The one scoring loop: for each token list, ``evaluate(tokens)`` (returns the tokens it evaluated),
+        then the log-probabilities of the options' first tokens at the last position."""
+        out: list[dict[str, float]] = []
+        evaluated = 0
+        for tokens in token_lists:
+            if deadline is not None and time.monotonic() > deadline:
+                raise BackendTimeout(f"scored {len(out)} of {len(token_lists)} questions before the timeout")
+            evaluated += evaluate(tokens)
+            lp = log_softmax(self._last_logits()[opt_tok])
+            out.append({o: float(v) for o, v in zip(options, lp)})
+        return out, evaluated
 
     def score_continuations(self, messages, prefixes, options, deadline=None) -> Scores:
         """Scoring with the questions in the assistant's voice: the report state ends with the
@@ -397,26 +402,23 @@ class LlamaCppBackend(ChatTemplateMixin, Backend):
         finding) are evaluated on top of the shared report state, instead of a whole chat turn."""
         base_tokens = self.tokenize(self.render(messages, add_generation_prompt=True))
         opt_tok = self._options_first_tokens([f" {o}" for o in options])
-        out: list[dict[str, float]] = []
+        suffixes = [self.tokenize(prefix, special=False) for prefix in prefixes]
         with self._lock:
             t0 = time.perf_counter()
             evaluated = self._eval_from(base_tokens)
             n_base = self.llm.n_tokens
             if self.parallel_prefixes:
-                suffixes = [self.tokenize(prefix, special=False) for prefix in prefixes]
-                for lp in self._score_prefixes_parallel(n_base, suffixes, opt_tok, deadline):
-                    out.append({o: float(v) for o, v in zip(options, lp)})
+                out = [{o: float(v) for o, v in zip(options, lp)}
+                       for lp in self._score_prefixes_parallel(n_base, suffixes, opt_tok, deadline)]
                 evaluated += sum(map(len, suffixes))
-                prefixes = ()
-            for prefix in prefixes:
-                if deadline is not None and time.monotonic() > deadline:
-                    raise BackendTimeout(f"scored {len(out)} of {len(prefixes)} questions before the timeout")
-                suffix = self.tokenize(prefix, special=False)
-                self.llm.n_tokens = n_base          # rewind to the report state (KV beyond is dropped by eval)
-                self.llm.eval(suffix)
-                evaluated += len(suffix)
-                lp = _log_softmax(self._last_logits()[opt_tok])
-                out.append({o: float(v) for o, v in zip(options, lp)})
+            else:
+                def after_report(suffix: list[int]) -> int:
+                    self.llm.n_tokens = n_base  # rewind to the report state (KV beyond is dropped by eval)
+                    self.llm.eval(suffix)
+                    return len(suffix)
+
+                out, n = self._score_each(suffixes, after_report, opt_tok, options, deadline)
+                evaluated += n
             self.llm.n_tokens = n_base
             secs = time.perf_counter() - t0
         return Scores(logprobs=out, prompt_tokens=evaluated, prompt_tokens_total=len(base_tokens), seconds=secs)
@@ -457,7 +459,7 @@ class LlamaCppBackend(ChatTemplateMixin, Backend):
                 ctx.decode(llm._batch)
                 for idx in last:
                     row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx.ctx, idx), shape=(n_vocab,))
-                    out.append(_log_softmax(row[opt_tok].copy()))
+                    out.append(log_softmax(row[opt_tok].copy()))
             finally:
                 for seq in range(1, len(chunk) + 1):
                     llama_cpp.llama_memory_seq_rm(ctx.memory, seq, -1, -1)
@@ -570,7 +572,7 @@ class OpenAIBackend(Backend):
             if np.all(np.isinf(vals)):
                 raise BackendError(f"none of the options {list(options)} among the top log-probabilities")
             vals = np.where(np.isinf(vals), np.min(vals[~np.isinf(vals)]) - 10, vals)
-            out.append({o: float(v) for o, v in zip(options, _log_softmax(vals))})
+            out.append({o: float(v) for o, v in zip(options, log_softmax(vals))})
             ptok += int((reply.get("usage") or {}).get("prompt_tokens", 0))
         return Scores(logprobs=out, prompt_tokens=ptok, prompt_tokens_total=ptok, seconds=time.perf_counter() - t0)
 
@@ -668,7 +670,15 @@ def get_backend(spec: ModelSpec, **opts) -> Backend:
         return _LOADED[key]
 
 
+def unload(*backends: Backend) -> None:
+    """Close these shared backends and forget them: the next :func:`get_backend` loads the model again."""
+    with _LOADED_LOCK:
+        for key in [k for k, v in _LOADED.items() if any(v is b for b in backends)]:
+            _LOADED.pop(key).close()
+
+
 def unload_all() -> None:
+    """Close every shared backend of this process."""
     with _LOADED_LOCK:
         for b in _LOADED.values():
             b.close()

@@ -139,6 +139,7 @@ def completions(lm: LMAudit, exp: Exposure) -> pd.DataFrame:
     return audit_report.completions_table(exp.models, lm.tokenizer, lm.canaries)
 
 
+# (the result dataclasses below share the shape of a field list and a note(): declarations, not logic)
 @dataclass
 class Membership:
     """The membership audit: target configurations by name, the metrics table, the attack scores
