@@ -1,4 +1,4 @@
-"""Template vs scoring mode: F1 (weighted, macro), AUC and seconds per report, on synthetic and real reports.
+"""Template vs scoring mode, zero-shot vs fixed vs retrieved examples: F1 / accuracy, AUC and seconds per report.
 
 For one model and each dataset (default: the synthetic CT-RATE-18 test split and a sample of the real
 CT-RATE manually annotated reports, ``ct_rate_annotated_dev``), label ``--n-test`` test reports in
@@ -9,8 +9,15 @@ decision threshold). Reported per mode:
 - scoring, argmax: the state with the highest next-token probability (no threshold);
 - scoring, threshold: ``present`` when p(present) >= t, with one global t chosen on the validation
   reports (maximising weighted F1 there), then applied unchanged to the test reports;
+- scoring, per-finding thresholds: one threshold per finding chosen on the validation reports
+  (``evaluate.scoring.choose_thresholds``, F1 grid), with the macro AUC's case-level DeLong 95 % CI;
 - scoring AUC: per-finding ROC AUC of p(present) (findings with both classes among the test reports),
   macro-averaged, and the pooled (micro) AUC;
+- single-label schemas (CMR): accuracy and macro F1 per mode; in scoring mode also ``scoring/calibrated``: a
+  per-category bias on the letters' log-probabilities fitted on the ``--n-val`` validation reports
+  (:func:`radpriv.evaluate.fit_category_bias`), applied unchanged to the test reports;
+- ``--shots``: each prompt variant (``zero-shot``, ``few-shot``, ``knn:K``; examples from the training split,
+  retrieved by ``--retriever``) is run for each mode, side by side;
 - seconds per report as measured by the engine (``stats['seconds_per_report']``, which keeps the
   original timing of answers served from the answer cache).
 
@@ -19,6 +26,8 @@ run resumes. Samples are the first reports of each split in file order (fixed, r
 
     python bench/llm_modes.py --model qwen2.5-coder-0.5b --n-test 40 --n-val 40
     python bench/llm_modes.py --model qwen2.5-coder-1.5b --modes scoring --datasets ct_rate_annotated_dev
+    python bench/llm_modes.py --model qwen2.5-coder-1.5b --modes template --datasets synthetic_cmr \
+        --shots zero-shot,few-shot,knn:4 --n-test 30 --n-val 0
 """
 
 from __future__ import annotations
@@ -35,9 +44,12 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import f1_score, roc_auc_score  # noqa: E402
 
 from radpriv.data import DataError, load_dataset  # noqa: E402
-from radpriv.evaluate import binarize, fill_failures, score_labels  # noqa: E402
+from radpriv.evaluate import (apply_category_bias, binarize, fill_failures, fit_category_bias,  # noqa: E402
+                              macro_auc_delong, score_labels)
+from radpriv.evaluate.scoring import choose_thresholds  # noqa: E402
 from radpriv.llm import AnswerCache  # noqa: E402
 from radpriv.llm.engine import label_frame  # noqa: E402
+from radpriv.llm.retrieval import examples_for_design, parse_shots  # noqa: E402
 
 
 def f1s(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
@@ -65,23 +77,50 @@ def aucs(y: np.ndarray, p: np.ndarray) -> tuple[float, float, int]:
     return (float(np.mean(per)) if per else float("nan")), float(micro), len(per)
 
 
-def run_dataset(name: str, model: str, modes: list[str], n_test: int, n_val: int, cache, opts, timeout) -> list[dict]:
+def run_dataset(name: str, model: str, modes: list[str], n_test: int, n_val: int, cache, opts, timeout,
+                shots_list: list[str] = ("zero-shot",), retriever: str = "tfidf") -> list[dict]:
     ds = load_dataset(name)
     schema, ids = ds.schema, list(ds.schema.ids)
     test, val = ds.split("test").head(n_test), ds.split("validation").head(n_val)
-    yt = binarize(test, ids)
+    single = schema.task == "single"
+    yt = None if single else binarize(test, ids)
     rows = []
-    for mode in modes:
+    embed = None
+    if retriever == "minilm" and any(parse_shots(s).kind == "knn" for s in shots_list):
+        from radpriv.downstream.text import MiniLMEncoder
+
+        embed = MiniLMEncoder().encode
+    for shots, mode in [(s, m) for s in shots_list for m in modes]:
+        few = (examples_for_design(shots, ds.split("train"), schema, retriever, embed)
+               if not ds.evaluation_only else None)
         run = label_frame(test, schema, model, mode=mode, cache=cache, timeout=timeout, backend_opts=opts,
-                          progress=True)
+                          few_shot=few, progress=True)
         pred = fill_failures(test, run.answers, run.failures, schema)
         sc = score_labels(test, pred, schema, n_resamples=0).set_index("metric")["value"]
-        base = {"dataset": name, "model": model, "n_test": len(test), "failures": int(run.stats["n_failures"]),
-                "s_per_report": run.stats["seconds_per_report"],
+        base = {"dataset": name, "model": model, "shots": parse_shots(shots).label(retriever), "n_test": len(test),
+                "failures": int(run.stats["n_failures"]), "s_per_report": run.stats["seconds_per_report"],
                 "prompt_tokens": run.stats["prompt_tokens_per_report"],
-                "completion_tokens": run.stats["completion_tokens_per_report"],
-                "present_calls": int(binarize(pred, ids).sum()), "present_true": int(yt.sum())}
+                "completion_tokens": run.stats["completion_tokens_per_report"]}
         label = "template" if mode == "template" else "scoring/argmax"
+        if single:
+            rows.append({**base, "mode": label, "accuracy": sc["accuracy"], "macro_f1": sc["macro_f1"],
+                         "weighted_f1": sc["weighted_f1"]})
+            if mode == "scoring" and len(val):  # the letter prior corrected on validation reports
+                vrun = label_frame(val, schema, model, mode=mode, cache=cache, timeout=timeout, backend_opts=opts,
+                                   few_shot=few, progress=True)
+                cols = [f"p__{c}" for c in ids]
+                pv = vrun.answers.set_index("report_id").reindex(val.report_id)[cols].fillna(1e-12).to_numpy()
+                bias = fit_category_bias(pv, val.label.map(ids.index).to_numpy())
+                pt = run.answers.set_index("report_id").reindex(test.report_id)[cols].fillna(1e-12).to_numpy()
+                cal = test[["report_id"]].assign(label=[ids[j] for j in apply_category_bias(pt, bias).argmax(1)])
+                cal = fill_failures(test, cal[~cal.report_id.isin(run.failures.report_id)], run.failures, schema)
+                c = score_labels(test, cal, schema, n_resamples=0).set_index("metric")["value"]
+                rows.append({**base, "mode": "scoring/calibrated", "n_val": len(val), "accuracy": c["accuracy"],
+                             "macro_f1": c["macro_f1"], "weighted_f1": c["weighted_f1"]})
+            print(pd.DataFrame(rows[-2:] if mode == "scoring" and len(val) else rows[-1:]).to_string(index=False),
+                  flush=True)
+            continue
+        base.update({"present_calls": int(binarize(pred, ids).sum()), "present_true": int(yt.sum())})
         rows.append({**base, "mode": label, "weighted_f1": sc["weighted_f1"], "macro_f1": sc["macro_f1"]})
         if mode == "scoring":
             pt = p_present(run.answers, test, ids)
@@ -89,15 +128,25 @@ def run_dataset(name: str, model: str, modes: list[str], n_test: int, n_val: int
             rows[-1].update({"auc_macro": auc_macro, "auc_micro": auc_micro, "auc_findings": n_auc})
         if mode == "scoring" and len(val):
             vrun = label_frame(val, schema, model, mode=mode, cache=cache, timeout=timeout, backend_opts=opts,
-                               progress=True)
-            t = choose_threshold(binarize(val, ids), p_present(vrun.answers, val, ids))
+                               few_shot=few, progress=True)
+            yv, pv = binarize(val, ids), p_present(vrun.answers, val, ids)
+            t = choose_threshold(yv, pv)
             yp = (pt >= t).astype(int)
             w, m = f1s(yt, yp)
             auc_macro, auc_micro, n_auc = aucs(yt, pt)
-            rows.append({**base, "mode": f"scoring/threshold", "threshold": t, "n_val": len(val),
+            rows.append({**base, "mode": "scoring/threshold", "threshold": t, "n_val": len(val),
                          "weighted_f1": w, "macro_f1": m, "present_calls": int(yp.sum()),
                          "auc_macro": auc_macro, "auc_micro": auc_micro, "auc_findings": n_auc})
-        print(pd.DataFrame(rows[-2:] if mode == "scoring" and len(val) else rows[-1:]).to_string(index=False), flush=True)
+            # one threshold per finding, chosen on the validation reports (F1 grid), and the case-level DeLong CI
+            tk = choose_thresholds(yv, pv, rule="f1")
+            yk = (pt >= tk).astype(int)
+            w, m = f1s(yt, yk)
+            mac = macro_auc_delong(yt, pt, ids).set_index("label").loc["macro"]
+            rows.append({**base, "mode": "scoring/per-finding thresholds", "n_val": len(val), "weighted_f1": w,
+                         "macro_f1": m, "present_calls": int(yk.sum()), "auc_macro": mac["auc"],
+                         "auc_ci": f"[{mac['ci_low']:.3f}, {mac['ci_high']:.3f}]", "auc_micro": auc_micro,
+                         "auc_findings": n_auc})
+        print(pd.DataFrame(rows[-3:] if mode == "scoring" and len(val) else rows[-1:]).to_string(index=False), flush=True)
     return rows
 
 
@@ -108,6 +157,8 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", default="synthetic_ct,ct_rate_annotated_dev")
     ap.add_argument("--n-test", type=int, default=40)
     ap.add_argument("--n-val", type=int, default=40)
+    ap.add_argument("--shots", default="zero-shot", help="comma-separated: zero-shot, few-shot, knn:K")
+    ap.add_argument("--retriever", default="tfidf", choices=("tfidf", "minilm"))
     ap.add_argument("--threads", type=int, default=int(os.environ.get("RADPRIV_BENCH_THREADS", 0)) or None)
     ap.add_argument("--timeout", type=float, default=1800.0)
     ap.add_argument("--cache", default=None, help="answer-cache SQLite file (default: the user cache); 'off' disables")
@@ -119,11 +170,11 @@ def main(argv=None) -> int:
     for name in [d.strip() for d in a.datasets.split(",") if d.strip()]:
         try:
             rows += run_dataset(name, a.model, [m.strip() for m in a.modes.split(",")], a.n_test, a.n_val, cache,
-                                opts, a.timeout)
+                                opts, a.timeout, [s.strip() for s in a.shots.split(",")], a.retriever)
         except (FileNotFoundError, DataError) as exc:  # e.g. the real reports are not on this machine
             print(f"skipping {name}: {exc}", file=sys.stderr)
     df = pd.DataFrame(rows)
-    cols = [c for c in ["dataset", "model", "mode", "n_test", "weighted_f1", "macro_f1", "auc_macro", "auc_micro",
+    cols = [c for c in ["dataset", "model", "shots", "mode", "n_test", "accuracy", "weighted_f1", "macro_f1", "auc_macro", "auc_ci", "auc_micro",
                         "threshold", "present_calls", "present_true", "s_per_report", "prompt_tokens",
                         "completion_tokens", "failures"] if c in df]
     with pd.option_context("display.width", 220, "display.max_columns", 30, "display.float_format", "{:.3f}".format):

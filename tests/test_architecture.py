@@ -24,7 +24,7 @@ ALLOWED = {
     "downstream": {"schemas", "data", "models", "evaluate"},
     "audit": {"schemas", "data", "models", "evaluate", "dp"},
     "studies": {"schemas", "data", "models", "evaluate", "baselines", "llm", "dp", "downstream", "audit"},
-    "cli": {"schemas", "data", "models", "evaluate", "baselines", "llm"},
+    "cli": {"schemas", "data", "models", "evaluate", "baselines", "llm", "downstream"},
     "run": {"models", "frontpage"},
     "frontpage": set(),
 }

@@ -22,12 +22,13 @@ def test_study1_smoke(tmp_path, llama_server, proxy_recorder):
                    overwrite=True)
     before = proxy_recorder.bytes
     rec = run.execute("01_cmr_llm_benchmark", "smoke", out_dir=tmp_path,
-                      overrides={"models": ["smol-served"]})
+                      overrides={"models": ["smol-served"], "prompt_variant": "knn:2"})
     assert rec["status"] == "ok"
     assert proxy_recorder.bytes == before == 0  # HTTP(S)_PROXY / ALL_PROXY were set: no request went there
     html = (tmp_path / "01_cmr_llm_benchmark.html").read_text()
     assert_clean_reader_page(html, tmp_path)
-    for needle in ("smol-served", "rule baseline", "human reader", "Cochran",
+    for needle in ("smol-served", "rule baseline", "human reader", "Cochran", "2 retrieved (tfidf)",
+                   "synthetic_cmr (train, 180 reports)",
                    "published (clinical CMR, 109 reports)", "Provenance", llama_server):
         assert needle in html, needle
     assert "on (loopback only)" in html  # the kernel ran under the network guard
@@ -41,7 +42,31 @@ def test_study1_smoke(tmp_path, llama_server, proxy_recorder):
     served = re.search(r"smol-served\s+14\s+(\d+)", text)
     assert served and int(served.group(1)) >= 12  # the server answered (not 14 recorded transport failures)
 
-    check_study1_numbers(run.load_results("01_cmr_llm_benchmark", tmp_path))
+    res = run.load_results("01_cmr_llm_benchmark", tmp_path)
+    check_study1_numbers(res)
+    check_configurations(res, "smol-served")
+
+
+def check_configurations(res: dict, model: str) -> None:
+    """The prompt-configuration table (zero-shot, 2 retrieved, calibrated scoring; smoke profile): each row's
+    accuracy recomputed from its saved answers; the retrieved row is the headline run itself (same prompts:
+    the same answers, served from the cache)."""
+    ref = {r["report_id"]: r["label"] for r in res["reference"]}
+    table = {(r["model"], r["configuration"]): r for r in res["configurations"]}
+    assert {c for m, c in table} >= {"zero-shot", "2 retrieved (tfidf)"}, table.keys()
+    for key, rows in res["configuration_predictions"].items():
+        m, spec = key.split(" | ")
+        pred = {r["report_id"]: r["label"] for r in rows}
+        assert pred.keys() == ref.keys()
+        label = {"zero-shot": "zero-shot", "knn:2": "2 retrieved (tfidf)",
+                 "few-shot/calibrated": "fixed few-shot, scoring calibrated"}[spec]
+        row = table[(m, label)]
+        assert row["accuracy"] == pytest.approx(np.mean([ref[i] == pred[i] for i in ref]), abs=1e-4)
+        assert row["accuracy_low"] <= row["accuracy"] + 1e-9 <= row["accuracy_high"] + 2e-9
+        assert row["seconds per report"] > 0 and row["failures"] >= 0
+    headline = {r["report_id"]: r["label"] for r in res["predictions"][model]}
+    retrieved = {r["report_id"]: r["label"] for r in res["configuration_predictions"][f"{model} | knn:2"]}
+    assert retrieved == headline
 
 
 def check_study1_numbers(res: dict) -> None:

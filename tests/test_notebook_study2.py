@@ -22,7 +22,7 @@ def test_study2_smoke(tmp_path):
     for needle in ("smollm2-135m", "rule baseline", "clavicle", "elbow", "thumb", "overall",
                    "Uncertainty detection", "McNemar", "Synthetic radiographs", "llm_inclusive", "llm_exclusive",
                    "truth_inclusive", "truth_exclusive", "p_delong", "published (GPT-4o, clinical reports)",
-                   "published (elbow radiographs, ResNet-50)", "Provenance",
+                   "published (elbow radiographs, ResNet-50)", "Provenance", "2 retrieved (tfidf)",
                    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"):
         assert needle in html, needle
     assert "Traceback" not in html

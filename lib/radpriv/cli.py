@@ -200,6 +200,9 @@ def _label_with_rules(args, out: Path) -> int:
     from radpriv.netguard import guard
     from radpriv.schemas import load_schema
 
+    if args.shots.kind != "zero" or args.examples_from:
+        raise _Usage(f"--shots {args.shots}: the rule baseline reads no examples; drop --shots/--examples-from, "
+                     "or use an LLM with --model NAME")
     if args.mode != "template":
         raise _Usage(f"--mode {args.mode}: the rule baseline has no {args.mode} mode (no probabilities); "
                      "drop --mode, or use an LLM with --model NAME")
@@ -230,6 +233,29 @@ def _label_with_rules(args, out: Path) -> int:
     return 0
 
 
+def _examples(args, ds, schema, frame):
+    """--shots / --retriever / --examples-from -> what label_frame(few_shot=...) takes (training reports only)."""
+    from radpriv.data import load_dataset
+    from radpriv.llm import retrieval
+
+    if args.shots.kind == "zero":
+        if args.examples_from:
+            raise _Usage(f"--examples-from {args.examples_from}: examples go with --shots few-shot or knn:K")
+        return None
+    src = load_dataset(args.examples_from) if args.examples_from else ds
+    if args.shots.kind == "knn" and src is ds and (frame["split"] == "train").any():
+        raise _Usage(f"--shots {args.shots}: the reports to label include {ds.name}'s training split, which the "
+                     "examples are retrieved from; label --split validation/test, or name --examples-from")
+    train = src.training_examples(schema if args.examples_from else None)
+    embed = None
+    if args.shots.kind == "knn" and args.retriever == "minilm":
+        from radpriv.downstream.text import MiniLMEncoder
+
+        embed = MiniLMEncoder().encode
+    return retrieval.examples_for_design(args.shots, train, schema, args.retriever, embed,
+                                         source=f"{src.name} (train, {len(train)} reports)")
+
+
 def cmd_label(args) -> int:
     from radpriv.data import load_dataset
     from radpriv.llm.cache import AnswerCache
@@ -255,14 +281,15 @@ def cmd_label(args) -> int:
     frame = _selected_reports(ds, args)
     from radpriv.llm.engine import label_frame
 
+    few_shot = _examples(args, ds, schema, frame)
     cache = None if args.no_cache else AnswerCache(args.cache)
     n = len(frame)
-    print(f"labeling {n} reports of {ds.name} with {spec.name} ({args.mode} mode, schema {schema.name})",
-          file=sys.stderr)
+    print(f"labeling {n} reports of {ds.name} with {spec.name} ({args.mode} mode, schema {schema.name}, "
+          f"{args.shots.label(args.retriever)})", file=sys.stderr)
     with guard(args.allow_host) as net:  # (label_frame guards too; this records the whole command)
         run = label_frame(frame, schema, spec, mode=args.mode, cache=cache, timeout=args.timeout,
                           retries=args.retries, concurrency=args.concurrency, allow_hosts=tuple(args.allow_host),
-                          progress=not args.quiet)
+                          few_shot=few_shot, progress=not args.quiet)
     answers = _as_frame(run.answers, "answers")
     failures = _as_frame(run.failures, "failures")
     _write_csv_atomic(answers, out)
@@ -387,6 +414,15 @@ _positive_int = _whole_number(1, "at least 1")
 _nonneg_int = _whole_number(0, "0 or more")
 
 
+def _shots(text: str):
+    from radpriv.llm.retrieval import parse_shots
+
+    try:
+        return parse_shots(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _positive_float(text: str) -> float:
     try:
         v = float(text)
@@ -472,6 +508,14 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, metavar="labels.csv", help="answers CSV to write")
     x.add_argument("--mode", choices=("template", "scoring"), default="template",
                    help="template: the model writes the JSON answer; scoring: per-finding log-probabilities")
+    x.add_argument("--shots", type=_shots, default="zero-shot", metavar="S",
+                   help="examples before each report: zero-shot (default), few-shot (one fixed training report per "
+                        "category) or knn:K (the K most similar training reports, the most similar last), e.g. knn:4")
+    x.add_argument("--retriever", choices=("tfidf", "minilm"), default="tfidf",
+                   help="similarity for --shots knn:K: TF-IDF word 1-2-grams (default) or MiniLM-L6 embeddings")
+    x.add_argument("--examples-from", metavar="M",
+                   help="manifest (same schema) whose training split gives the examples, e.g. synthetic_cmr when "
+                        "your own reports are evaluation-only (default: --manifest's training split)")
     x.add_argument("--split", choices=("train", "validation", "test"), help="only this split")
     x.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N reports")
     x.add_argument("--allow-host", metavar="HOST", action="append", default=[],

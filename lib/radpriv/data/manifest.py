@@ -87,6 +87,22 @@ class Dataset:
     def split(self, name: str) -> pd.DataFrame:
         return self.frame[self.frame["split"] == name].reset_index(drop=True)
 
+    def training_examples(self, schema: Schema | None = None) -> pd.DataFrame:
+        """The labelled training reports that few-shot examples are drawn from (never another split). With
+        ``schema``, the reports must be labelled with that schema (same findings): examples from another
+        manifest. Raises :class:`DataError` saying what to name instead."""
+        where = self.manifest_path or self.name
+        if schema is not None and list(schema.ids) != list(self.schema.ids):
+            raise DataError(where, f"its reports are labelled with schema {self.schema.name}, the reports to label "
+                            f"with {schema.name}", field="schema",
+                            hint=f"draw examples from a labelled manifest of schema {schema.name}")
+        if self.evaluation_only:
+            raise DataError(where, f"no training split to draw examples from (splits: "
+                            f"{sorted(self.frame['split'].unique())})", field="split",
+                            hint="name another manifest with a train split as the examples' source "
+                                 "(--examples-from / examples_from)")
+        return self.split("train")
+
     def describe(self) -> dict:
         return {"name": self.name, "schema": self.schema.name, "rows": len(self.frame),
                 "access": self.manifest.get("access", ""), "sha256": self.sha256,

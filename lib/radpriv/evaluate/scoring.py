@@ -75,6 +75,38 @@ def choose_thresholds(y_val: np.ndarray, p_val: np.ndarray, rule: str = "f1") ->
             out[k] = float(np.quantile(p, 1 - y.mean())) if len(p) else 0.5
     return out
 
+def fit_category_bias(p_val: np.ndarray, y_val: np.ndarray, l2: float = 0.01) -> np.ndarray:
+    """A per-category log-prior correction for single-label scores, fitted on validation reports.
+
+    Scoring mode reads each category's letter probability; small models favour some letters whatever the
+    report says (the letter prior). ``p_val`` (reports x categories, any positive scale) becomes
+    log-probabilities normalised over the categories; the bias ``b`` minimises the validation cross-entropy of
+    ``softmax(log p + b)`` plus ``l2 * |b|^2`` (keeps categories absent from validation near 0). Apply with
+    :func:`apply_category_bias`; choose it on validation reports only (Zhao et al. 2021 correct the same
+    prior with content-free inputs instead)."""
+    from scipy.optimize import minimize
+    from scipy.special import log_softmax
+
+    logp = log_softmax(np.log(np.clip(np.asarray(p_val, dtype=float), 1e-12, None)), axis=1)
+    y = np.asarray(y_val, dtype=int)
+    onehot = np.eye(logp.shape[1])[y]
+
+    def loss(b):
+        lq = log_softmax(logp + b, axis=1)
+        grad = (np.exp(lq) - onehot).mean(0) + 2 * l2 * b
+        return -(lq[np.arange(len(y)), y]).mean() + l2 * b @ b, grad
+
+    res = minimize(loss, np.zeros(logp.shape[1]), jac=True, method="L-BFGS-B")
+    return res.x - res.x.mean()  # (a common shift changes nothing)
+
+
+def apply_category_bias(p: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Calibrated category probabilities ``softmax(log p + bias)`` (rows sum to 1)."""
+    from scipy.special import softmax
+
+    return softmax(np.log(np.clip(np.asarray(p, dtype=float), 1e-12, None)) + bias, axis=1)
+
+
 def class_set(truth: pd.DataFrame, schema: Schema, policy: str = "exclusive") -> tuple[list[str], list[str]]:
     """The classes macro averages run over, fixed on the whole reference before any resampling, and the ones
     left out: single-label, the schema's categories that occur in the reference; multi-label, the findings

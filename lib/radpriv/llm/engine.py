@@ -190,6 +190,9 @@ def label_frame(frame: pd.DataFrame, schema: Schema | str, model: str | ModelSpe
                 progress: bool = True, limit: int | None = None, backend_opts: dict | None = None) -> LabelRun:
     """Label every report of ``frame`` (columns report_id, text) with ``model``. See the module docstring.
 
+    ``few_shot``: None (zero-shot), a list of (report text, JSON answer) pairs shown before every report, or a
+    retriever (:class:`radpriv.llm.retrieval.ExampleRetriever`) that gives each report its own examples.
+
     Runs under the network guard: only loopback, plus ``allow_hosts`` / ``$RADPRIV_ALLOW_HOSTS`` by name."""
     allow_hosts = tuple([allow_hosts] if isinstance(allow_hosts, str) else (allow_hosts or ()))
     with guard(allow_hosts):
@@ -240,7 +243,13 @@ def _label_frame(frame, schema, model, mode, cache, timeout, retries, concurrenc
             log.warning(fallback)
             print(f"note: {fallback}")  # said once, in the notebook and on the terminal
             mode = "template"
-    messages = {rid: build_messages(schema, mode, text, few_shot) for rid, text in items}
+    per_report = callable(few_shot) and not isinstance(few_shot, (list, tuple))
+    if per_report:  # retrieved examples (llm.retrieval.ExampleRetriever): one set per report
+        shots = (few_shot.examples_for([t for _, t in items]) if hasattr(few_shot, "examples_for")
+                 else [few_shot(t) for _, t in items])
+        messages = {rid: build_messages(schema, mode, text, ex) for (rid, text), ex in zip(items, shots)}
+    else:
+        messages = {rid: build_messages(schema, mode, text, few_shot) for rid, text in items}
     keys = {rid: answer_key(spec, backend_name, schema, mode, messages[rid], params, digest)
             for rid, _ in items} if use_cache else {}
     cached = {rid: cache.get(k) for rid, k in keys.items()} if use_cache else {}  # one look-up per report
@@ -331,6 +340,8 @@ def _label_frame(frame, schema, model, mode, cache, timeout, retries, concurrenc
         "newly_computed": len(answers) - hits,
         "failure_reasons": fail_df["reason"].value_counts().to_dict(),
         "params": params,
+        "shots": (few_shot.describe() if hasattr(few_shot, "describe") else {"shots": "custom per report"})
+        if per_report else {"shots": f"{len(few_shot)} fixed" if few_shot else "zero-shot"},
     }
     run = LabelRun(ans_df, fail_df, stats)
     log.info(run.summary())

@@ -18,13 +18,15 @@ import pandas as pd
 from radpriv import evaluate
 from radpriv.baselines import NO_RULES, rule_baseline
 from radpriv.data import Dataset, load_dataset, synthetic
-from radpriv.llm import engine
+from radpriv.llm import engine, retrieval
 from radpriv.models import registry
 from radpriv.papers import published
 from radpriv.schemas import Schema, load_schema
+from radpriv.studies import prompting
 
-__all__ = ["Design", "Scores", "Significance", "design", "run_models", "accounting", "failures", "score",
-           "significance", "confusion_figure", "beside_published", "results"]
+__all__ = ["Design", "Scores", "Significance", "Configurations", "design", "run_models", "accounting", "failures",
+           "score", "significance", "confusion_figure", "beside_published", "parse_configuration", "configuration_label", "configurations",
+           "results"]
 
 #: the per-model counts and costs shown in the accounting table
 ACCOUNTING = ("n_inputs", "n_answers", "n_failures", "cache_hits", "seconds_per_report", "prompt_tokens_per_report",
@@ -39,16 +41,20 @@ class Design:
     schema: Schema
     evalset: pd.DataFrame
     specs: list[registry.ModelSpec]
-    few_shot: list | None
+    few_shot: object  # None, fixed (text, answer) pairs, or a per-report retriever (llm.retrieval)
     eval_splits: list[str]
     prompt_variant: str
     mode: str
+    retriever: str = "tfidf"
+    examples_from: str | None = None
 
     def summary(self) -> str:
         """One markdown sentence: reports, splits, models, prompt and mode."""
         splits = ", ".join(self.eval_splits)
+        shots = retrieval.parse_shots(self.prompt_variant)
+        source = f" from {self.few_shot.source}" if getattr(self.few_shot, "source", "") else ""
         return (f"**{len(self.evalset)}** evaluation reports from `{self.dataset.name}` ({splits}); "
-                f"**{len(self.specs)}** models; prompt **{self.prompt_variant}**, mode **{self.mode}**.")
+                f"**{len(self.specs)}** models; prompt **{shots.label(self.retriever)}**{source}, mode **{self.mode}**.")
 
     def category_counts(self) -> pd.DataFrame:
         """Evaluation reports per reference category."""
@@ -57,17 +63,22 @@ class Design:
 
 def design(manifest: str, models: Sequence[str], prompt_variant: str = "few-shot", mode: str = "template",
            eval_splits: Sequence[str] = ("test",), limit: int | None = None, schema: str | None = None,
-           seed: int = 0) -> Design:
-    """Load ``manifest``, keep the reports of ``eval_splits`` (the first ``limit``), draw one few-shot example
-    per category from the training split (``prompt_variant="few-shot"``) and resolve the registered ``models``."""
+           seed: int = 0, retriever: str = "tfidf", examples_from: str | None = None) -> Design:
+    """Load ``manifest``, keep the reports of ``eval_splits`` (the first ``limit``), choose the examples
+    (``prompt_variant``: ``zero-shot``, ``few-shot`` = one fixed training report per category, or ``knn:K`` = the K
+    most similar training reports by ``retriever``; from ``examples_from``'s training split if given) and resolve
+    the registered ``models``."""
     ds = load_dataset(manifest)
     schema_ = load_schema(schema) if schema else ds.schema
     evalset = ds.frame[ds.frame.split.isin(eval_splits)].reset_index(drop=True)
     if limit:
         evalset = evalset.head(int(limit))
-    few_shot = engine.few_shot_examples(ds.split("train"), schema_, seed=seed) if prompt_variant == "few-shot" else None
+    if retrieval.parse_shots(prompt_variant).kind == "knn" and "train" in eval_splits and not examples_from:
+        raise ValueError(f"prompt_variant {prompt_variant}: the evaluation reports include the training split the "
+                         "examples are retrieved from; evaluate validation/test, or name examples_from")
+    few_shot = prompting.few_shot(prompt_variant, ds, schema_, retriever, examples_from, seed=seed)
     return Design(ds, schema_, evalset, [registry.get_model(m) for m in models], few_shot, list(eval_splits),
-                  prompt_variant, mode)
+                  prompt_variant, mode, retriever, examples_from)
 
 
 def run_models(d: Design, allow_hosts: Sequence[str] = (), progress: bool = True) -> dict[str, engine.LabelRun]:
@@ -158,10 +169,135 @@ def beside_published(d: Design, table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([paper, ours], ignore_index=True)
 
 
-def results(d: Design, scores: Scores, sig: Significance, accounting_: pd.DataFrame) -> dict:
+# ---------------------------------------------------------------------------------------------
+# prompt configurations side by side
+# ---------------------------------------------------------------------------------------------
+def parse_configuration(spec: str) -> tuple[str, str, bool]:
+    """``"<shots>"`` (template mode), ``"<shots>/scoring"`` (the letter with the highest probability) or
+    ``"<shots>/calibrated"`` (scoring, letter prior corrected on validation reports) -> (shots, mode, calibrated);
+    shots as :func:`radpriv.llm.retrieval.parse_shots` reads them (zero-shot, few-shot, knn:K)."""
+    shots, _, how = str(spec).strip().partition("/")
+    how = how.strip() or "template"
+    if how not in ("template", "scoring", "calibrated"):
+        raise ValueError(f"configuration {spec!r}: after '/' write template, scoring or calibrated "
+                         "(e.g. knn:4, few-shot/calibrated)")
+    return str(retrieval.parse_shots(shots)), ("template" if how == "template" else "scoring"), how == "calibrated"
+
+
+@dataclass
+class Configurations:
+    """Each model under each prompt configuration on the same evaluation reports: the table (accuracy and macro F1
+    with bootstrap CIs, seconds and prompt tokens per report, failures), the predictions and notes."""
+
+    table: pd.DataFrame
+    predictions: dict[tuple[str, str], pd.DataFrame]
+    notes: list[str]
+
+    def best(self) -> pd.Series:
+        """The row with the highest accuracy (ties: the faster one)."""
+        return self.table.sort_values(["accuracy", "seconds per report"], ascending=[False, True]).iloc[0]
+
+    def figure(self, d: Design):
+        """Accuracy against model file size (log scale), a line per configuration; the published macro F1 rows
+        as dashed lines (clinical reports, other models: a different experiment)."""
+        import matplotlib.pyplot as plt
+        import seaborn as sns
+
+        t = self.table.dropna(subset=["model file (GB)"])
+        fig, ax = plt.subplots(figsize=(7.5, 4.2))
+        for (conf, g), color in zip(t.groupby("configuration", sort=False), sns.color_palette("deep")):
+            g = g.sort_values("model file (GB)")
+            ax.errorbar(g["model file (GB)"], g["accuracy"], yerr=[g["accuracy"] - g["accuracy_low"],
+                        g["accuracy_high"] - g["accuracy"]], marker="o", capsize=3, label=conf, color=color)
+        for row, ls in zip(published("cmr_llm_benchmark")["rows"], (":", "--", "-.", (0, (1, 3)))):
+            ax.axhline(row["f1"], color="grey", lw=1, ls=ls, label=f"published: {row['system']} (macro F1)")
+        ax.set_xscale("log")
+        ax.set(xlabel="model file size (GB, as run here)", ylabel=f"accuracy ({len(d.evalset)} reports)",
+               ylim=(0, 1.02), title="Prompt configurations by model size (published: clinical CMR, other models)")
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        return fig
+
+
+def configurations(d: Design, configs: Sequence[str], models: Sequence[str] | None = None,
+                   allow_hosts: Sequence[str] = (), progress: bool = True, n_resamples: int = 1000,
+                   seed: int = 0) -> Configurations:
+    """Every model of ``models`` (default: the design's) under every configuration of ``configs`` (see
+    :func:`parse_configuration`) on the design's evaluation reports, scored alike. Examples come from the
+    training split (or ``examples_from``); a calibrated configuration fits its bias on the validation reports,
+    which must then not be evaluation reports. Answers are cached, so the design's own configuration is free."""
+    parsed = [(c, *parse_configuration(c)) for c in configs]
+    if any(cal for *_, cal in parsed):
+        if "validation" in d.eval_splits:
+            raise ValueError("a calibrated configuration fits its bias on the validation reports, which are "
+                             "evaluation reports here; evaluate the test split only (eval_splits: [test])")
+        val = d.dataset.split("validation")
+        if val.empty:
+            raise ValueError(f"{d.dataset.name} has no validation reports to calibrate on; drop '/calibrated'")
+    specs = [s for s in d.specs if models is None or s.name in models]
+    shots_cache: dict[str, object] = {}
+    preds, rows, costs, notes = {}, [], {}, []
+    for spec in specs:
+        for name, shots, mode, calibrated in parsed:
+            if shots not in shots_cache:
+                if retrieval.parse_shots(shots).kind == "knn" and "train" in d.eval_splits and not d.examples_from:
+                    raise ValueError(f"configuration {name}: the evaluation reports include the training split")
+                shots_cache[shots] = prompting.few_shot(shots, d.dataset, d.schema, d.retriever, d.examples_from,
+                                                        seed=seed)
+            few = shots_cache[shots]
+            run = engine.label_frame(d.evalset, d.schema, spec, mode=mode, few_shot=few, allow_hosts=allow_hosts,
+                                     progress=progress)
+            if calibrated:
+                vrun = engine.label_frame(val, d.schema, spec, mode=mode, few_shot=few, allow_hosts=allow_hosts,
+                                          progress=progress)
+                cols = [f"p__{c}" for c in d.schema.ids]
+                if not set(cols) <= set(run.answers.columns) & set(vrun.answers.columns):
+                    why = run.stats.get("mode_fallback") or "its answers carry no category probabilities"
+                    notes.append(f"_{spec.name}, {name}: not compared: {why}._")
+                    continue
+                pv = vrun.answers.set_index("report_id").reindex(val.report_id)[cols].fillna(0).to_numpy()
+                bias = evaluate.fit_category_bias(pv, val.label.map(list(d.schema.ids).index).to_numpy())
+                pe = run.answers.set_index("report_id")[cols]
+                q = evaluate.apply_category_bias(pe.to_numpy(), bias)
+                answers = pd.DataFrame({"report_id": pe.index, "label": [d.schema.ids[j] for j in q.argmax(1)]})
+            else:
+                answers = run.answers
+            key = (spec.name, name)
+            preds[key] = evaluate.fill_failures(d.evalset, answers, run.failures, d.schema)
+            costs[key] = {"model": spec.name, "configuration": configuration_label(name, d.retriever),
+                          "seconds per report": run.stats["seconds_per_report"],
+                          "prompt tokens per report": run.stats["prompt_tokens_total_per_report"],
+                          "failures": run.stats["n_failures"],
+                          "model file (GB)": round(spec.size / 1e9, 3) if spec.size else None}
+    table = evaluate.compare_systems(d.evalset, {f"{m} | {c}": p for (m, c), p in preds.items()}, d.schema,
+                                     n_resamples=n_resamples, seed=seed)
+    for (key, cost), (_, row) in zip(costs.items(), table.iterrows()):
+        rows.append({**cost, **{k: row[k] for k in ("accuracy", "accuracy_low", "accuracy_high", "macro_f1",
+                                                      "macro_f1_low", "macro_f1_high")}})
+    notes[:0] = [f"Every configuration reads the same {len(d.evalset)} evaluation reports; examples come from "
+             f"{'`' + d.examples_from + '`' if d.examples_from else d.dataset.name}'s training split. Seconds per "
+             "report as measured when the answer was computed (cached answers keep their time)."]
+    if any(cal for *_, cal in parsed):
+        notes.append(f"Calibrated: a per-category bias on the letters' log-probabilities fitted on the "
+                     f"{len(val)} validation reports (`evaluate.fit_category_bias`), applied unchanged.")
+    return Configurations(pd.DataFrame(rows), preds, notes)
+
+
+def configuration_label(spec: str, retriever: str = "tfidf") -> str:
+    """A configuration's readable name: 'fixed few-shot', '4 retrieved (tfidf), scoring calibrated', ..."""
+    shots, mode, calibrated = parse_configuration(spec)
+    how = ", scoring calibrated" if calibrated else (", scoring" if mode == "scoring" else "")
+    return retrieval.parse_shots(shots).label(retriever) + how
+
+
+def results(d: Design, scores: Scores, sig: Significance, accounting_: pd.DataFrame,
+            configs: Configurations | None = None) -> dict:
     """What the notebook saves (:func:`radpriv.run.save_results`): the reference, every system's answers and
     the class set, so that a test can recompute the table and the McNemar tests."""
     return {"reference": d.evalset[["report_id", "label"]],
             "predictions": {n: p[["report_id", "label"]] for n, p in scores.predictions.items()},
             "class_set": evaluate.class_set(d.evalset, d.schema)[0], "table": scores.table, "pairs": sig.pairs,
-            "comparator": sig.comparator, "cochrans_q": sig.cochrans_q, "accounting": accounting_}
+            "comparator": sig.comparator, "cochrans_q": sig.cochrans_q, "accounting": accounting_,
+            "configurations": configs.table if configs is not None else None,
+            "configuration_predictions": ({f"{m} | {c}": p[["report_id", "label"]]
+                                           for (m, c), p in configs.predictions.items()} if configs else None)}

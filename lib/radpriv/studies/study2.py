@@ -32,10 +32,11 @@ from radpriv.data.synthetic_images import SyntheticImages
 from radpriv.downstream import build_label_sets, extraction, label_matrix, label_set_summary, pipeline
 from radpriv.downstream.cnn import CNNTrainConfig
 from radpriv.downstream.compare import Comparison
-from radpriv.llm import engine
+from radpriv.llm import engine, retrieval
 from radpriv.models import registry
 from radpriv.papers import published
 from radpriv.schemas import Schema
+from radpriv.studies import prompting
 
 __all__ = ["PAIRS", "SKIPPED_NOTE", "SYNTHETIC_IMAGES_NOTE", "Design", "Extraction", "Downstream", "ImageExperiment",
            "design", "extract", "accounting", "failures", "score_extraction", "subset_by_split", "downstream_labels",
@@ -66,6 +67,9 @@ class Design:
     specs: list[registry.ModelSpec]
     extract_splits: list[str]
     mode: str
+    prompt_variant: str = "zero-shot"
+    retriever: str = "tfidf"
+    few_shot: dict = field(default_factory=dict)  # region -> None, fixed examples or a retriever (llm.retrieval)
 
     @property
     def models(self) -> list[str]:
@@ -75,7 +79,8 @@ class Design:
         """One markdown sentence: reports per region, splits, models, mode."""
         per_region = ", ".join(f"{r}: {len(e)}" for r, e in self.evalsets.items())
         return (f"**{sum(map(len, self.evalsets.values()))}** reports scored for extraction ({per_region}; splits "
-                f"{', '.join(self.extract_splits)}); **{len(self.specs)}** models, mode **{self.mode}**, zero-shot.")
+                f"{', '.join(self.extract_splits)}); **{len(self.specs)}** models, mode **{self.mode}**, "
+                f"{retrieval.parse_shots(self.prompt_variant).label(self.retriever)}.")
 
     def corpus_table(self) -> pd.DataFrame:
         """Per region: findings, reports, hedged labels among the scored reports."""
@@ -86,22 +91,32 @@ class Design:
 
 
 def design(manifests: Mapping[str, str], models: Sequence[str], mode: str = "template",
-           extract_splits: Sequence[str] = ("test",), limit: int | None = None, seed: int = 0) -> Design:
-    """Load each region's manifest and draw at most ``limit`` reports of ``extract_splits`` per region (``seed``)."""
+           extract_splits: Sequence[str] = ("test",), limit: int | None = None, seed: int = 0,
+           prompt_variant: str = "zero-shot", retriever: str = "tfidf",
+           examples_from: Mapping[str, str] | None = None) -> Design:
+    """Load each region's manifest and draw at most ``limit`` reports of ``extract_splits`` per region (``seed``);
+    ``prompt_variant`` (``zero-shot``, ``few-shot`` or ``knn:K`` by ``retriever``) chooses each region's examples from
+    its training split, or from that of ``examples_from[region]``."""
     datasets = {r: load_dataset(m) for r, m in manifests.items()}
     evalsets = {}
     for r, d in datasets.items():
         f = d.frame[d.frame.split.isin(extract_splits)]
         evalsets[r] = (f.sample(n=int(limit), random_state=seed).sort_index() if limit and len(f) > int(limit)
                        else f).reset_index(drop=True)
-    return Design(datasets, evalsets, [registry.get_model(m) for m in models], list(extract_splits), mode)
+    if retrieval.parse_shots(prompt_variant).kind == "knn" and "train" in extract_splits and not examples_from:
+        raise ValueError(f"prompt_variant {prompt_variant}: the scored reports include the training split the examples "
+                         "are retrieved from; score validation/test, or name examples_from")
+    shots = {r: prompting.few_shot(prompt_variant, d, d.schema, retriever, (examples_from or {}).get(r), seed=seed)
+             for r, d in datasets.items()}
+    return Design(datasets, evalsets, [registry.get_model(m) for m in models], list(extract_splits), mode,
+                  prompt_variant, retriever, shots)
 
 
 def extract(d: Design, allow_hosts: Sequence[str] = (), timeout: float = 600, progress: bool = True
             ) -> dict[tuple[str, str], engine.LabelRun]:
     """Every model fills the template of every scored report: (model, region) -> answers, failures, statistics."""
     return {(spec.name, r): engine.label_frame(ev, d.datasets[r].schema, spec, mode=d.mode, allow_hosts=allow_hosts,
-                                               timeout=timeout, progress=progress)
+                                               few_shot=d.few_shot.get(r), timeout=timeout, progress=progress)
             for spec in d.specs for r, ev in d.evalsets.items()}
 
 
@@ -313,7 +328,9 @@ def downstream_labels(d: Design, region: str, labeler: str, rules: Mapping[str, 
                       limit: int | None = None, allow_hosts: Sequence[str] = (), timeout: float = 600,
                       seed: int = 0) -> Downstream:
     """Label ``region``'s reports (at most ``limit``, split shares kept) with ``labeler`` (a model name, or
-    ``"rule baseline"``) and build the inclusive and exclusive label sets from them and from ground truth."""
+    ``"rule baseline"``) and build the inclusive and exclusive label sets from them and from ground truth. An LLM
+    labeler uses the design's examples; with ``knn:K`` a training report is never its own example, but its
+    neighbours' reference labels are shown (what a site with a small labelled set would do)."""
     ds = d.datasets[region]
     schema = ds.schema
     corpus = subset_by_split(ds.frame, limit, seed=seed)
@@ -325,7 +342,7 @@ def downstream_labels(d: Design, region: str, labeler: str, rules: Mapping[str, 
         extracted, failed = rules_.label_frame(corpus), pd.DataFrame(columns=["report_id", "reason"])
     else:
         run = engine.label_frame(corpus, schema, registry.get_model(labeler), mode=d.mode, allow_hosts=allow_hosts,
-                                 timeout=timeout, progress=True)
+                                 few_shot=d.few_shot.get(region), timeout=timeout, progress=True)
         extracted, failed = evaluate.fill_failures(corpus, run.answers, run.failures, schema), run.failures
     return Downstream(region, labeler, schema, corpus, build_label_sets({"llm": extracted, "truth": corpus}, schema),
                       failed)

@@ -1,0 +1,41 @@
+"""The few-shot examples of the LLM studies (01, 02 and Study 3's teacher) and where they come from.
+
+``prompt_variant`` (a notebook parameter) is ``zero-shot``, ``few-shot`` (a fixed example per category) or
+``knn:K`` (the K most similar training reports per report, :mod:`radpriv.llm.retrieval`); ``retriever`` is
+``tfidf`` or ``minilm`` (the registry's MiniLM-L6, sha256-verified). Examples come from the training split of
+the study's own manifest, or of ``examples_from`` (another manifest with the same label schema) when your own
+reports are evaluation-only.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from radpriv.data import Dataset, load_dataset
+from radpriv.llm import retrieval
+from radpriv.schemas import Schema
+
+__all__ = ["example_source", "few_shot"]
+
+
+def example_source(ds: Dataset, schema: Schema, examples_from: str | None = None) -> tuple[pd.DataFrame, str]:
+    """The training reports examples are drawn from, and a name for them: ``ds``'s own training split, or that of
+    the manifest ``examples_from`` (same schema)."""
+    src = load_dataset(examples_from) if examples_from else ds
+    train = src.training_examples(schema if examples_from else None)
+    return train, f"{src.name} (train, {len(train)} reports)"
+
+
+def few_shot(prompt_variant: str, ds: Dataset, schema: Schema, retriever: str = "tfidf",
+             examples_from: str | None = None, seed: int = 0):
+    """What ``engine.label_frame(few_shot=...)`` takes: None, the fixed examples, or a per-report retriever."""
+    shots = retrieval.parse_shots(prompt_variant)
+    if shots.kind == "zero":
+        return None
+    train, source = example_source(ds, schema, examples_from)
+    embed = None
+    if shots.kind == "knn" and retriever == "minilm":
+        from radpriv.downstream.text import MiniLMEncoder
+
+        embed = MiniLMEncoder().encode
+    return retrieval.examples_for_design(shots, train, schema, retriever, embed, seed=seed, source=source)
