@@ -48,7 +48,7 @@ def test_study1_smoke(tmp_path, llama_server, proxy_recorder):
 
 
 def check_configurations(res: dict, model: str) -> None:
-    """The prompt-configuration table (zero-shot, 2 retrieved, calibrated scoring; smoke profile): each row's
+    """The prompt-configuration table (zero-shot and 2 retrieved; smoke profile): each row's
     accuracy recomputed from its saved answers; the retrieved row is the headline run itself (same prompts:
     the same answers, served from the cache)."""
     ref = {r["report_id"]: r["label"] for r in res["reference"]}

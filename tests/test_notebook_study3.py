@@ -4,7 +4,7 @@ probabilities and thresholds (weighted/macro F1 recomputed here by hand), every 
 intervals recomputed), the accountant's inputs (ε recomputed with dp_accounting's PLD accountant, not the opacus
 PRV accountant the notebook's ε comes from) and the trend table (recomputed with scipy's Kendall τ).
 
-The smoke profile is run with three ε values (one more than its file) so that the trend test is shown and can be
+The smoke profile is run with three ε values (two more than its file) so that the trend test is shown and can be
 recomputed; with two the notebook prints a sentence instead (tests/test_dp_summary.py checks that path)."""
 
 import json

@@ -194,3 +194,39 @@ def test_own_reports_labelled_with_examples_from_the_synthetic_training_split(ca
     run = engine.label_frame(load_dataset(own).frame, cmr.schema, "smollm2-135m", few_shot=r, progress=False)
     assert run.stats["cache_hits"] == len(answers)
     assert run.answers.reset_index(drop=True).equals(answers)
+
+
+@pytest.mark.slow
+def test_calibrated_configuration_is_the_validation_fitted_bias_applied_to_test_scores(isolated):
+    """Study 1's `few-shot/calibrated` configuration, in process on SmolLM2: its predictions are recomputed here
+    from the engine's own scoring answers (validation and test) with the bias refitted independently, and its
+    uncalibrated twin is the plain arg-max of the same answers."""
+    if not (REAL_MODELS / "smollm2-135m-instruct.Q4_1.gguf").exists():
+        pytest.skip("smollm2-135m not fetched (run `make models`)")
+    from radpriv.evaluate import apply_category_bias, fit_category_bias
+    from radpriv.studies import study1
+
+    d = study1.design("synthetic_cmr", ["smollm2-135m"], "few-shot", "template", ["test"], limit=8)
+    val = d.dataset.split("validation").head(24)
+    d.dataset.frame = d.dataset.frame[~d.dataset.frame.report_id.isin(
+        d.dataset.split("validation").report_id[24:])]  # a smaller validation split keeps the test short
+    with pytest.raises(ValueError, match="after '/' write template, scoring or calibrated"):
+        study1.configurations(d, ["few-shot/platt"])
+    conf = study1.configurations(d, ["few-shot/scoring", "few-shot/calibrated"], progress=False, n_resamples=50)
+    cols = [f"p__{c}" for c in d.schema.ids]
+    ids = list(d.schema.ids)
+    runs = {name: engine.label_frame(frame, d.schema, "smollm2-135m", mode="scoring", few_shot=d.few_shot,
+                                     progress=False) for name, frame in (("val", val), ("test", d.evalset))}
+    assert all(r.stats["cache_hits"] == r.stats["n_inputs"] for r in runs.values())  # the same prompts
+    pv = runs["val"].answers.set_index("report_id").loc[val.report_id, cols].to_numpy()
+    pt = runs["test"].answers.set_index("report_id").loc[d.evalset.report_id, cols].to_numpy()
+    want = [ids[j] for j in apply_category_bias(pt, fit_category_bias(pv, val.label.map(ids.index))).argmax(1)]
+    got = conf.predictions[("smollm2-135m", "few-shot/calibrated")].set_index("report_id").loc[d.evalset.report_id]
+    assert got.label.tolist() == want
+    plain = conf.predictions[("smollm2-135m", "few-shot/scoring")].set_index("report_id").loc[d.evalset.report_id]
+    assert plain.label.tolist() == [ids[j] for j in pt.argmax(1)]
+    row = conf.table.set_index("configuration").loc["fixed few-shot, scoring calibrated"]
+    assert row["accuracy"] == pytest.approx(np.mean(np.array(want) == d.evalset.label.to_numpy()), abs=1e-4)
+    assert "24 validation reports" in " ".join(conf.notes)
+    fig = conf.figure(d)
+    assert len(fig.axes[0].lines) >= 4  # the published rows as reference lines
