@@ -15,7 +15,7 @@ decision threshold). Reported per mode:
   macro-averaged, and the pooled (micro) AUC;
 - single-label schemas (CMR): accuracy and macro F1 per mode; in scoring mode also ``scoring/calibrated``: a
   per-category bias on the letters' log-probabilities fitted on the ``--n-val`` validation reports
-  (:func:`radpriv.evaluate.fit_category_bias`), applied unchanged to the test reports;
+  (:func:`radpriv.evaluate.calibrated_categories`), applied unchanged to the test reports;
 - ``--shots``: each prompt variant (``zero-shot``, ``few-shot``, ``knn:K``; examples from the training split,
   retrieved by ``--retriever``) is run for each mode, side by side;
 - seconds per report as measured by the engine (``stats['seconds_per_report']``, which keeps the
@@ -44,8 +44,8 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import f1_score, roc_auc_score  # noqa: E402
 
 from radpriv.data import DataError, load_dataset  # noqa: E402
-from radpriv.evaluate import (apply_category_bias, binarize, fill_failures, fit_category_bias,  # noqa: E402
-                              macro_auc_delong, score_labels)
+from radpriv.evaluate import (binarize, calibrated_categories, fill_failures, macro_auc_delong,  # noqa: E402
+                              score_labels)
 from radpriv.evaluate.scoring import choose_thresholds  # noqa: E402
 from radpriv.llm import AnswerCache  # noqa: E402
 from radpriv.llm.engine import label_frame  # noqa: E402
@@ -108,12 +108,8 @@ def run_dataset(name: str, model: str, modes: list[str], n_test: int, n_val: int
             if mode == "scoring" and len(val):  # the letter prior corrected on validation reports
                 vrun = label_frame(val, schema, model, mode=mode, cache=cache, timeout=timeout, backend_opts=opts,
                                    few_shot=few, progress=True)
-                cols = [f"p__{c}" for c in ids]
-                pv = vrun.answers.set_index("report_id").reindex(val.report_id)[cols].fillna(1e-12).to_numpy()
-                bias = fit_category_bias(pv, val.label.map(ids.index).to_numpy())
-                pt = run.answers.set_index("report_id").reindex(test.report_id)[cols].fillna(1e-12).to_numpy()
-                cal = test[["report_id"]].assign(label=[ids[j] for j in apply_category_bias(pt, bias).argmax(1)])
-                cal = fill_failures(test, cal[~cal.report_id.isin(run.failures.report_id)], run.failures, schema)
+                cal = fill_failures(test, calibrated_categories(vrun.answers, val, run.answers, ids), run.failures,
+                                    schema)
                 c = score_labels(test, cal, schema, n_resamples=0).set_index("metric")["value"]
                 rows.append({**base, "mode": "scoring/calibrated", "n_val": len(val), "accuracy": c["accuracy"],
                              "macro_f1": c["macro_f1"], "weighted_f1": c["weighted_f1"]})

@@ -107,6 +107,18 @@ def apply_category_bias(p: np.ndarray, bias: np.ndarray) -> np.ndarray:
     return softmax(np.log(np.clip(np.asarray(p, dtype=float), 1e-12, None)) + bias, axis=1)
 
 
+def calibrated_categories(val_answers: pd.DataFrame, val_truth: pd.DataFrame, answers: pd.DataFrame,
+                          ids: list[str]) -> pd.DataFrame:
+    """Scoring-mode answers (columns ``p__<category>``) relabelled after the letter prior is corrected: the bias is
+    fitted on ``val_answers`` against ``val_truth.label`` (a validation report without an answer counts as
+    uninformative scores) and applied to every row of ``answers``. Returns report_id + label."""
+    cols = [f"p__{c}" for c in ids]
+    pv = val_answers.set_index("report_id").reindex(val_truth["report_id"])[cols].fillna(0).to_numpy()
+    bias = fit_category_bias(pv, val_truth["label"].map(list(ids).index).to_numpy())
+    q = apply_category_bias(answers[cols].to_numpy(), bias)
+    return pd.DataFrame({"report_id": answers["report_id"].to_numpy(), "label": [ids[j] for j in q.argmax(1)]})
+
+
 def class_set(truth: pd.DataFrame, schema: Schema, policy: str = "exclusive") -> tuple[list[str], list[str]]:
     """The classes macro averages run over, fixed on the whole reference before any resampling, and the ones
     left out: single-label, the schema's categories that occur in the reference; multi-label, the findings

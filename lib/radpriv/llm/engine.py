@@ -243,10 +243,9 @@ def _label_frame(frame, schema, model, mode, cache, timeout, retries, concurrenc
             log.warning(fallback)
             print(f"note: {fallback}")  # said once, in the notebook and on the terminal
             mode = "template"
-    per_report = callable(few_shot) and not isinstance(few_shot, (list, tuple))
+    per_report = hasattr(few_shot, "examples_for")
     if per_report:  # retrieved examples (llm.retrieval.ExampleRetriever): one set per report
-        shots = (few_shot.examples_for([t for _, t in items]) if hasattr(few_shot, "examples_for")
-                 else [few_shot(t) for _, t in items])
+        shots = few_shot.examples_for([t for _, t in items])
         messages = {rid: build_messages(schema, mode, text, ex) for (rid, text), ex in zip(items, shots)}
     else:
         messages = {rid: build_messages(schema, mode, text, few_shot) for rid, text in items}
@@ -340,8 +339,7 @@ def _label_frame(frame, schema, model, mode, cache, timeout, retries, concurrenc
         "newly_computed": len(answers) - hits,
         "failure_reasons": fail_df["reason"].value_counts().to_dict(),
         "params": params,
-        "shots": (few_shot.describe() if hasattr(few_shot, "describe") else {"shots": "custom per report"})
-        if per_report else {"shots": f"{len(few_shot)} fixed" if few_shot else "zero-shot"},
+        "shots": few_shot.describe() if per_report else {"shots": f"{len(few_shot)} fixed" if few_shot else "zero-shot"},
     }
     run = LabelRun(ans_df, fail_df, stats)
     log.info(run.summary())

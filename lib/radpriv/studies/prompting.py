@@ -9,6 +9,8 @@ reports are evaluation-only.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import pandas as pd
 
 from radpriv.data import Dataset, load_dataset
@@ -27,11 +29,15 @@ def example_source(ds: Dataset, schema: Schema, examples_from: str | None = None
 
 
 def few_shot(prompt_variant: str, ds: Dataset, schema: Schema, retriever: str = "tfidf",
-             examples_from: str | None = None, seed: int = 0):
-    """What ``engine.label_frame(few_shot=...)`` takes: None, the fixed examples, or a per-report retriever."""
+             examples_from: str | None = None, seed: int = 0, eval_splits: Sequence[str] = ()):
+    """What ``engine.label_frame(few_shot=...)`` takes: None, the fixed examples, or a per-report retriever.
+    Retrieved examples are refused when ``eval_splits`` include the training split they are drawn from."""
     shots = retrieval.parse_shots(prompt_variant)
     if shots.kind == "zero":
         return None
+    if shots.kind == "knn" and "train" in eval_splits and not examples_from:
+        raise ValueError(f"prompt_variant {prompt_variant}: the evaluation reports include the training split the "
+                         "examples are retrieved from; evaluate validation/test, or name examples_from")
     train, source = example_source(ds, schema, examples_from)
     embed = None
     if shots.kind == "knn" and retriever == "minilm":

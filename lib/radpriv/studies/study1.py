@@ -73,10 +73,8 @@ def design(manifest: str, models: Sequence[str], prompt_variant: str = "few-shot
     evalset = ds.frame[ds.frame.split.isin(eval_splits)].reset_index(drop=True)
     if limit:
         evalset = evalset.head(int(limit))
-    if retrieval.parse_shots(prompt_variant).kind == "knn" and "train" in eval_splits and not examples_from:
-        raise ValueError(f"prompt_variant {prompt_variant}: the evaluation reports include the training split the "
-                         "examples are retrieved from; evaluate validation/test, or name examples_from")
-    few_shot = prompting.few_shot(prompt_variant, ds, schema_, retriever, examples_from, seed=seed)
+    few_shot = prompting.few_shot(prompt_variant, ds, schema_, retriever, examples_from, seed=seed,
+                                  eval_splits=eval_splits)
     return Design(ds, schema_, evalset, [registry.get_model(m) for m in models], few_shot, list(eval_splits),
                   prompt_variant, mode, retriever, examples_from)
 
@@ -240,10 +238,8 @@ def configurations(d: Design, configs: Sequence[str], models: Sequence[str] | No
     for spec in specs:
         for name, shots, mode, calibrated in parsed:
             if shots not in shots_cache:
-                if retrieval.parse_shots(shots).kind == "knn" and "train" in d.eval_splits and not d.examples_from:
-                    raise ValueError(f"configuration {name}: the evaluation reports include the training split")
                 shots_cache[shots] = prompting.few_shot(shots, d.dataset, d.schema, d.retriever, d.examples_from,
-                                                        seed=seed)
+                                                        seed=seed, eval_splits=d.eval_splits)
             few = shots_cache[shots]
             run = engine.label_frame(d.evalset, d.schema, spec, mode=mode, few_shot=few, allow_hosts=allow_hosts,
                                      progress=progress)
@@ -255,11 +251,7 @@ def configurations(d: Design, configs: Sequence[str], models: Sequence[str] | No
                     why = run.stats.get("mode_fallback") or "its answers carry no category probabilities"
                     notes.append(f"_{spec.name}, {name}: not compared: {why}._")
                     continue
-                pv = vrun.answers.set_index("report_id").reindex(val.report_id)[cols].fillna(0).to_numpy()
-                bias = evaluate.fit_category_bias(pv, val.label.map(list(d.schema.ids).index).to_numpy())
-                pe = run.answers.set_index("report_id")[cols]
-                q = evaluate.apply_category_bias(pe.to_numpy(), bias)
-                answers = pd.DataFrame({"report_id": pe.index, "label": [d.schema.ids[j] for j in q.argmax(1)]})
+                answers = evaluate.calibrated_categories(vrun.answers, val, run.answers, list(d.schema.ids))
             else:
                 answers = run.answers
             key = (spec.name, name)

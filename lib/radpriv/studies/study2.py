@@ -103,10 +103,8 @@ def design(manifests: Mapping[str, str], models: Sequence[str], mode: str = "tem
         f = d.frame[d.frame.split.isin(extract_splits)]
         evalsets[r] = (f.sample(n=int(limit), random_state=seed).sort_index() if limit and len(f) > int(limit)
                        else f).reset_index(drop=True)
-    if retrieval.parse_shots(prompt_variant).kind == "knn" and "train" in extract_splits and not examples_from:
-        raise ValueError(f"prompt_variant {prompt_variant}: the scored reports include the training split the examples "
-                         "are retrieved from; score validation/test, or name examples_from")
-    shots = {r: prompting.few_shot(prompt_variant, d, d.schema, retriever, (examples_from or {}).get(r), seed=seed)
+    shots = {r: prompting.few_shot(prompt_variant, d, d.schema, retriever, (examples_from or {}).get(r), seed=seed,
+                                   eval_splits=extract_splits)
              for r, d in datasets.items()}
     return Design(datasets, evalsets, [registry.get_model(m) for m in models], list(extract_splits), mode,
                   prompt_variant, retriever, shots)
