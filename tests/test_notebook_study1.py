@@ -22,7 +22,8 @@ def test_study1_smoke(tmp_path, llama_server, proxy_recorder):
                    overwrite=True)
     before = proxy_recorder.bytes
     rec = run.execute("01_cmr_llm_benchmark", "smoke", out_dir=tmp_path,
-                      overrides={"models": ["smol-served"], "prompt_variant": "knn:2"})
+                      overrides={"models": ["smol-served"], "prompt_variant": "knn:2",
+                                 "configurations": ["zero-shot", "knn:2"]})
     assert rec["status"] == "ok"
     assert proxy_recorder.bytes == before == 0  # HTTP(S)_PROXY / ALL_PROXY were set: no request went there
     html = (tmp_path / "01_cmr_llm_benchmark.html").read_text()

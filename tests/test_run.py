@@ -34,7 +34,7 @@ def test_load_params_layers_profile_file_and_overrides(tmp_path):
     extra.write_text(yaml.safe_dump({"limit": 5, "models": ["x"]}))
     p = run.load_params("01_cmr_llm_benchmark", "smoke", extra, {"seed": 9})
     assert p == {"limit": 5, "models": ["x"], "n_resamples": 200, "eval_splits": ["test"],
-                 "configurations": ["zero-shot", "knn:2"], "profile": "smoke", "seed": 9}
+                 "configurations": ["zero-shot"], "profile": "smoke", "seed": 9}
 
 
 def test_load_params_errors_name_the_file(tmp_path):
