@@ -1,6 +1,7 @@
 """Provenance, parameter files and report rendering (radpriv.run)."""
 
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -163,3 +164,42 @@ def test_notebook_defaults_are_the_default_profile(stem):
     for name, value in profile.items():
         assert name in cell, f"{stem}.default.yaml sets {name!r}, which the notebook does not have"
         assert cell[name] == value, f"{stem}: parameters cell {name} = {cell[name]!r}, default profile {value!r}"
+
+
+def test_notebook_kernels_talk_over_unix_sockets_not_tcp():
+    """The runner's kernel manager starts the project kernel on Unix domain sockets in a private directory: its
+    five protocol channels (which execute code) are not reachable over TCP, it answers code, and shutdown removes
+    the directory. The one TCP listener left is ipykernel's own, on 127.0.0.1 only: the pipe that carries output
+    of forked subprocesses to IOPub (authenticated by a random token; not configurable)."""
+    import asyncio
+    import stat
+
+    import psutil
+
+    run.ensure_kernel(run.KERNEL_NAME)
+    km = run._ipc_kernel_manager()(kernel_name=run.KERNEL_NAME)
+
+    async def session():
+        await km.start_kernel()
+        try:
+            kc = km.client()
+            kc.start_channels()
+            await kc.wait_for_ready(timeout=120)
+            seen = []
+            reply = await kc.execute_interactive("6 * 7", timeout=60,
+                                                 output_hook=lambda m: seen.append(m["content"].get("data")))
+            info = km.get_connection_info()
+            sockets = [stat.S_ISSOCK(f.stat().st_mode) for f in Path(info["ip"]).parent.iterdir()]
+            pid = km.provisioner.process.pid
+            tcp = psutil.Process(pid).net_connections(kind="tcp")
+            kc.stop_channels()
+            return reply, seen, info, sockets, tcp
+        finally:
+            await km.shutdown_kernel(now=True)
+
+    reply, seen, info, sockets, tcp = asyncio.run(session())
+    assert reply["content"]["status"] == "ok" and {"text/plain": "42"} in seen
+    assert info["transport"] == "ipc" and Path(info["ip"]).is_absolute() and len(info["ip"]) < 90
+    assert sockets == [True] * 5  # shell, iopub, stdin, control, heartbeat: Unix domain sockets
+    assert len(tcp) <= 1 and all(c.laddr.ip == "127.0.0.1" and c.status == "LISTEN" and not c.raddr for c in tcp), tcp
+    assert not Path(info["ip"]).parent.exists()

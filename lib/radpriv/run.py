@@ -747,6 +747,40 @@ def _register_engine() -> str:
 
 
 _PROGRESS_ENGINE = None
+_IPC_KERNEL_MANAGER = None
+
+
+def _ipc_kernel_manager() -> type:
+    """The kernel manager of every notebook run: jupyter_client's, talking to the kernel over Unix domain
+    sockets in a fresh private directory instead of TCP on 127.0.0.1 (the default), so no other local user or
+    program can reach the kernel's ports, and ipykernel has no reason to warn that code and outputs travel
+    unencrypted over TCP."""
+    global _IPC_KERNEL_MANAGER
+    if _IPC_KERNEL_MANAGER is None:
+        import tempfile
+
+        from jupyter_client.manager import AsyncKernelManager
+        from traitlets import CaselessStrEnum, default
+
+        class IPCKernelManager(AsyncKernelManager):
+            transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+            @default("ip")
+            def _ip_default(self) -> str:  # an absolute, short path (socket paths are limited to ~100 bytes)
+                if self.transport != "ipc":
+                    return super()._ip_default()
+                return str(Path(tempfile.mkdtemp(prefix="radpriv-kernel-")) / "k")
+
+            def cleanup_ipc_files(self) -> None:
+                super().cleanup_ipc_files()
+                if self.transport == "ipc":
+                    try:
+                        Path(self.ip).parent.rmdir()
+                    except OSError:
+                        pass
+
+        _IPC_KERNEL_MANAGER = IPCKernelManager
+    return _IPC_KERNEL_MANAGER
 
 
 def _count_code_cells(nb_path: Path) -> int:
@@ -876,7 +910,8 @@ def execute(stem: str, profile: str = "default", params_file: str | Path | None 
             # progress_bar/log_output off: progress goes to the terminal through our engine, never into the HTML
             pm.execute_notebook(str(nb_in), str(executed), parameters=params, kernel_name=kernel_name,
                                 language="python", cwd=str(paths.NOTEBOOKS), progress_bar=False,
-                                log_output=False, engine_name=_register_engine(), radpriv_progress=progress)
+                                log_output=False, engine_name=_register_engine(), radpriv_progress=progress,
+                                kernel_manager_class=_ipc_kernel_manager())
         record["status"] = "ok"
     except Exception as exc:  # the failed notebook is still rendered so the error is visible
         record["status"] = "failed"
