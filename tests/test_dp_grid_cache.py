@@ -429,7 +429,8 @@ def test_killed_grid_resumes_and_matches_an_uninterrupted_one(tmp_path):
 
 def test_random_init_modes_choose_which_dp_modes_also_start_from_the_random_init(monkeypatch):
     """With a public corpus every DP mode runs from the public init; only ``random_init_modes`` also from the
-    random one (None: all); non-private modes always once from the random init; an unknown mode is refused."""
+    random one (None: all); non-private modes always once from the random init; a DP mode outside the grid has no effect; an unknown
+    or non-private mode is refused."""
     seen = []
 
     def fake_run(cfg, encoder_path, train_split, val, test, init_state=None, init_key="", n_resamples=0):
@@ -448,5 +449,11 @@ def test_random_init_modes_choose_which_dp_modes_also_start_from_the_random_init
     seen.clear()
     grid.run_grid(s, s, s, "enc", ["dp-lora"], [1.0], [0], public=s, progress=False)
     assert sorted(seen) == [("dp-lora", 1.0, "none"), ("dp-lora", 1.0, "public")]
-    with pytest.raises(ValueError, match=r"random_init_modes names modes not in this grid: \['dp-full'\]"):
-        grid.run_grid(s, s, s, "enc", ["dp-lora"], [1.0], [0], public=s, random_init_modes=["dp-full"])
+    # a profile's random_init_modes naming a DP mode the user's own `modes` dropped (README worked example)
+    seen.clear()
+    grid.run_grid(s, s, s, "enc", ["lora", "dp-lora"], [1.0], [0], public=s, random_init_modes=["dp-head"],
+                  progress=False)
+    assert sorted(seen) == [("dp-lora", 1.0, "public"), ("lora", math.inf, "none")]
+    with pytest.raises(ValueError, match=r"random_init_modes names unknown DP modes \['dp-ful', 'lora'\]; use some of "
+                                         r"dp-lora, dp-full, dp-head, or null for all"):
+        grid.run_grid(s, s, s, "enc", ["dp-lora"], [1.0], [0], public=s, random_init_modes=["dp-ful", "lora"])
