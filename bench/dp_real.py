@@ -21,7 +21,6 @@ Every training run is cached (radpriv.dp.grid): a second invocation prints the s
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import resource
 import sys
@@ -60,11 +59,8 @@ def public_only(state: dict, enc: str, val: grid.Split, test: grid.Split) -> dic
     pv, pt = (1 / (1 + np.exp(-predict_logits(model, windows(tok, s.texts, cfg.max_length, cfg.stride,
                                                               cfg.max_chunks), pad))) for s in (val, test))
     th = choose_thresholds(val.Y, pv, rule="f1")
-    cols = np.flatnonzero(np.asarray(val.Y).sum(0) > 0)
-    from sklearn.metrics import f1_score
-
-    val_f1 = float(f1_score(np.asarray(val.Y)[:, cols], (pv >= th)[:, cols], average="weighted", zero_division=0))
-    return {"val_weighted_f1": val_f1, **grid.f1_scores(test.Y, pt, th, 1000, 0)}
+    return {"val_weighted_f1": grid.f1_scores(val.Y, pv, th, n_resamples=0)["weighted_f1"],
+            **grid.f1_scores(test.Y, pt, th, 1000, 0)}
 
 
 def main() -> int:
@@ -89,12 +85,13 @@ def main() -> int:
     base = dict(BASE)
     public_train = {"top_layers": args.public_top_layers, "epochs": args.public_epochs}
     modes = ["dp-head"] + (["full"] if args.full else [])
+    by_mode = {"full": {"batch_size": 8}}
     g = study3.run_grid(data, study3.baselines(data, epsilons, [0]), modes, epsilons, [0], train=base,
-                        train_by_mode={"full": {"batch_size": 8}}, public_train=public_train,
+                        train_by_mode=by_mode, public_train=public_train,
                         search={"dp-head": CANDIDATES}, random_init_modes=["dp-head"] if args.random_init else [],
                         n_resamples=1000)
-    pcfg = grid.mode_config({**base, **public_train}, {"full": {"batch_size": 8}}, "full", epsilon=math.inf)
-    state, _ = grid.public_pretrain(pcfg, data.encoder_path, public, sp["validation"])  # cached by run_grid
+    pcfg = grid.public_config(base, by_mode, public_train=public_train)  # the config run_grid trained and cached
+    state, _ = grid.public_pretrain(pcfg, data.encoder_path, public, sp["validation"])
     rows = [{"mode": "public only", "init": "public", "epsilon": 0.0, **public_only(state, data.encoder_path,
                                                                                       sp["validation"], sp["test"])}]
     runs = g.allruns.to_dict("records") + rows

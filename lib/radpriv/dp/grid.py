@@ -388,6 +388,15 @@ def mode_config(base: dict | None, by_mode: dict | None, mode: str, **fixed) -> 
     return TrainConfig(**{**(base or {}), **by_mode.get(mode, {}), "mode": mode, **fixed})
 
 
+def public_config(base: dict | None, by_mode: dict | None = None, public_mode: str = "full",
+                  public_train: dict | None = None, public_epochs: int | None = None) -> TrainConfig:
+    """The public stage's training config as :func:`run_grid` builds it: ``base`` without the learning rates and
+    ``top_layers`` (the public mode's own), ``by_mode``'s overrides of ``public_mode``, then ``public_train``."""
+    pbase = {k: v for k, v in (base or {}).items() if k not in ("lr", "head_lr", "top_layers")}
+    return mode_config(pbase, by_mode, public_mode, epsilon=math.inf,
+                       **{**(public_train or {}), **({"epochs": public_epochs} if public_epochs else {})})
+
+
 def resolved_configs(runs: pd.DataFrame) -> dict:
     """Each mode's training settings as the runs used them (defaults filled in: learning rates, LoRA rank,
     physical batch size, …), ε and seed left out since they vary per row."""
@@ -439,9 +448,7 @@ def run_grid(train_split: Split, val: Split, test: Split, encoder_path: str, mod
                     jobs.append((mode, eps, seed, "public"))
     init_state, init_key = None, ""
     if public is not None:
-        pbase = {k: v for k, v in base.items() if k not in ("lr", "head_lr", "top_layers")}  # the public mode's own
-        pcfg = mode_config(pbase, by_mode, public_mode, epsilon=math.inf,
-                           **{**(public_train or {}), **({"epochs": public_epochs} if public_epochs else {})})
+        pcfg = public_config(base, by_mode, public_mode, public_train, public_epochs)
         init_state, init_key = public_pretrain(pcfg, encoder_path, public, val, progress=False)
     rows = []
     for mode, eps, seed, init in tqdm(jobs, desc="grid", disable=not progress):
