@@ -336,3 +336,41 @@ def test_template_jump_forward_decoding_matches_a_fresh_greedy_reference(smol):
     # other schemas keep grammar-constrained sampling
     assert enum_object_fields({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"],
                                "additionalProperties": False}) is None
+
+
+def test_template_records_value_probabilities_and_applies_a_value_bias(smol):
+    """Template answers decoded in process carry, per field, each value's probability at the field's first
+    choice; ``params['value_bias']`` shifts those log-probabilities before the choice. Both recomputed here from a
+    fresh llama.cpp state per field (no KV reuse), following the answer the engine decoded."""
+    import numpy as np
+    from scipy.special import softmax
+
+    from radpriv.llm.backends import enum_object_fields, get_backend
+    from radpriv.llm.engine import build_messages
+
+    b = get_backend(get_model("smollm2-135m"))
+    ct = load_schema("ctrate18")
+    js = {"type": "object", "additionalProperties": False, "required": list(ct.ids[:4]),
+          "properties": {f: {"type": "string", "enum": ["true", "false", "uncertain"]} for f in ct.ids[:4]}}
+    fields = enum_object_fields(js)
+    msgs = build_messages(ct, "template", synthetic.generate("ct", n=12, seed=5).text.iloc[1])
+    bias = {"true": 1.5, "uncertain": -0.7}
+    for vb in ({}, bias):
+        gen = b.generate_json(msgs, js, {"temperature": 0.0, "top_k": 1, "seed": 0, "value_bias": vb})
+        answer = json.loads(gen.text)
+        seq = b.tokenize(b.render(msgs))
+        for i, (key, values) in enumerate(fields):
+            seq += b.tokenize(('{' if i == 0 else '", ') + json.dumps(key) + ': "', special=False)
+            first = [b.tokenize(v, special=False)[0] for v in values]
+            assert len(set(first)) == len(values)  # one token decides each value here
+            b.llm.reset()
+            b.llm.eval(seq)
+            lg = b._last_logits()[first].astype(float) + np.array([vb.get(v, 0.0) for v in values])
+            p = softmax(lg)
+            assert gen.field_probs[key] == pytest.approx(dict(zip(values, p)), abs=2e-3)
+            assert answer[key] == values[int(np.argmax(lg))]
+            seq += b.tokenize(answer[key], special=False)
+    # a large enough bias decides every field
+    gen = b.generate_json(msgs, js, {"temperature": 0.0, "top_k": 1, "seed": 0, "value_bias": {"false": 50.0}})
+    assert set(json.loads(gen.text).values()) == {"false"}
+    assert all(pr["false"] > 0.99 for pr in gen.field_probs.values())

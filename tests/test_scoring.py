@@ -110,3 +110,36 @@ def test_category_bias_recovers_a_planted_letter_prior_and_matches_class_frequen
     assert np.allclose(q.sum(1), 1) and np.allclose(q.mean(0), np.bincount(yv, minlength=4) / len(yv), atol=1e-4)
     before, after = (pt.argmax(1) == yt).mean(), (apply_category_bias(pt, bias).argmax(1) == yt).mean()
     assert after > before + 0.15
+
+
+def test_state_bias_is_the_category_bias_over_every_report_and_finding():
+    """fit_state_bias (multi-label, three states shared by every finding) = fit_category_bias over the report x
+    finding rows stacked here by hand, with 'not mentioned' read as 'absent'; it recovers a planted state prior."""
+    import pandas as pd
+
+    from radpriv.evaluate import fit_category_bias, fit_state_bias
+
+    rng = np.random.default_rng(5)
+    ids, states = ["a", "b", "c"], ["present", "absent", "uncertain"]
+    prior = np.array([0.3, 4.0, 0.5])  # a reader that favours 'absent'
+    n = 300
+    truth = pd.DataFrame({"report_id": [f"r{i}" for i in range(n)]})
+    ans = truth.copy()
+    ys = []
+    for f in ids:
+        y = rng.integers(0, 3, n)
+        ys.append(y)
+        truth[f] = [("not_mentioned" if rng.random() < 0.5 else "absent") if k == 1 else states[k] for k in y]
+        base = rng.dirichlet(np.ones(3), n)
+        base[np.arange(n), y] += 1.0
+        p = base * prior
+        for j, s in enumerate(states):
+            ans[f"p_{s}__{f}"] = p[:, j]
+    got = fit_state_bias(ans.sample(frac=1, random_state=0), truth, ids)  # row order does not matter
+    P = np.concatenate([ans[[f"p_{s}__{f}" for s in states]].to_numpy() for f in ids])
+    want = fit_category_bias(P, np.concatenate(ys))
+    assert [got[s] for s in states] == pytest.approx(list(want), abs=1e-6)
+    planted = -np.log(prior) - (-np.log(prior)).mean()
+    assert np.allclose(want, planted, atol=0.4)
+    with pytest.raises(ValueError, match="lack state probabilities"):
+        fit_state_bias(ans.drop(columns=["p_present__a"]), truth, ids)

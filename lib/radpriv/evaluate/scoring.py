@@ -119,6 +119,29 @@ def calibrated_categories(val_answers: pd.DataFrame, val_truth: pd.DataFrame, an
     return pd.DataFrame({"report_id": answers["report_id"].to_numpy(), "label": [ids[j] for j in q.argmax(1)]})
 
 
+STATES3 = ("present", "absent", "uncertain")
+
+
+def fit_state_bias(val_answers: pd.DataFrame, val_truth: pd.DataFrame, ids: list[str]) -> dict[str, float]:
+    """Multi-label: one bias per state (present, absent, uncertain; shared by every finding) on the states'
+    log-probabilities, fitted on validation reports (:func:`fit_category_bias` over every report x finding;
+    "not mentioned" is "absent", as the template has it). ``val_answers`` carry ``p_<state>__<finding>`` columns
+    (scoring mode, or template answers decoded in process). Reports without an answer are left out."""
+    a = val_answers.set_index("report_id")
+    t = val_truth.set_index("report_id").loc[[r for r in val_truth["report_id"] if r in a.index]]
+    if t.empty:
+        raise ValueError("no validation report has an answer to fit the state bias on")
+    cols = [[f"p_{o}__{f}" for o in STATES3] for f in ids]
+    missing = [c for cs in cols for c in cs if c not in a.columns]
+    if missing:
+        raise ValueError(f"validation answers lack state probabilities ({missing[:3]}...): label them in scoring "
+                         "mode or in template mode on an in-process backend")
+    p = np.concatenate([a.loc[t.index, cs].to_numpy(dtype=float) for cs in cols])
+    y = np.concatenate([t[f].map(lambda v: STATES3.index("absent" if v in ("absent", "not_mentioned") else v))
+                        .to_numpy(dtype=int) for f in ids])
+    return dict(zip(STATES3, fit_category_bias(np.nan_to_num(p, nan=1 / 3), y).tolist()))
+
+
 def class_set(truth: pd.DataFrame, schema: Schema, policy: str = "exclusive") -> tuple[list[str], list[str]]:
     """The classes macro averages run over, fixed on the whole reference before any resampling, and the ones
     left out: single-label, the schema's categories that occur in the reference; multi-label, the findings

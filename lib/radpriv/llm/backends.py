@@ -40,6 +40,7 @@ class Generation:
     completion_tokens: int = 0
     seconds: float = 0.0
     decode_steps: int | None = None  # model calls that chose a token (jump-forward); None: one per completion token
+    field_probs: dict | None = None  # jump-forward only: per field, each value's probability at its choice
 
 
 def enum_object_fields(json_schema: dict) -> list[tuple[str, list[str]]] | None:
@@ -317,7 +318,8 @@ class LlamaCppBackend(ChatTemplateMixin, Backend):
                 self.llm.n_tokens = n_prompt if self.llm.n_tokens >= n_prompt else keep
             secs = time.perf_counter() - t0
         return Generation(text=ans.text, prompt_tokens=evaluated, prompt_tokens_total=len(tokens),
-                          completion_tokens=ans.answer_tokens, seconds=secs, decode_steps=ans.decode_steps)
+                          completion_tokens=ans.answer_tokens, seconds=secs, decode_steps=ans.decode_steps,
+                          field_probs=ans.field_probs)
 
     def _value_tokens(self, value: str) -> list[int]:
         key = ("value", value)

@@ -52,6 +52,9 @@ class EnumAnswer:
     text: str
     answer_tokens: int   # tokens of the answer (fixed + chosen)
     decode_steps: int    # model calls that chose a token
+    #: per field, the probability of each value at the field's first choice (after ``value_bias``), given the
+    #: answer decoded so far; values that share their first token share that token's probability
+    field_probs: dict[str, dict[str, float]] | None = None
 
 
 def decode_enum_object(fields: Sequence[tuple[str, Sequence[str]]], tokenize: Callable[[str], list[int]],
@@ -61,8 +64,12 @@ def decode_enum_object(fields: Sequence[tuple[str, Sequence[str]]], tokenize: Ca
     """Decode ``{"key": "value", ...}`` for ``fields`` = [(key, allowed values), ...] (see module docstring).
 
     ``lead``: prompt tokens not yet evaluated; they go into the same evaluation as the answer's first fixed
-    tokens (one batch instead of two: the prompt's tail and ``{"key": "`` are evaluated together)."""
+    tokens (one batch instead of two: the prompt's tail and ``{"key": "`` are evaluated together).
+    ``params["value_bias"]`` ({value: b}): added to the log-probability of each value's first token at every
+    field's first choice (a per-value bias fitted on validation reports, :func:`radpriv.evaluate.fit_category_bias`)."""
     temperature, top_k = float(params.get("temperature", 0.0)), int(params.get("top_k", 1))
+    value_bias = {str(k): float(v) for k, v in (params.get("value_bias") or {}).items()}
+    probs: dict[str, dict[str, float]] = {}
     rng = np.random.default_rng(int(params.get("seed", 0)))
     answer: dict[str, str] = {}
     pending: list[int] = list(lead)  # prompt tail, then tokens fixed by the schema, not yet evaluated
@@ -79,7 +86,15 @@ def decode_enum_object(fields: Sequence[tuple[str, Sequence[str]]], tokenize: Ca
             n_answer += len(pending) - n_lead
             pending, n_lead = [], 0
             allowed = sorted({t[depth] for t in cands.values()})
-            pick = allowed[choose(logits()[allowed], temperature, top_k, rng)]
+            lg = logits()[allowed].astype(np.float64)
+            if depth == 0:
+                first = {v: allowed.index(t[0]) for v, t in cands.items()}
+                for v, b in value_bias.items():
+                    if v in first:
+                        lg[first[v]] += b
+                p = np.exp(log_softmax(lg))
+                probs[key] = {v: float(p[j]) for v, j in first.items()}
+            pick = allowed[choose(lg, temperature, top_k, rng)]
             n_choices += 1
             cands = {v: t for v, t in cands.items() if t[depth] == pick}
             pending.append(pick)
@@ -89,4 +104,4 @@ def decode_enum_object(fields: Sequence[tuple[str, Sequence[str]]], tokenize: Ca
         answer[key] = value
     pending += tokenize('"}')
     n_answer += len(pending) - n_lead  # the closing tokens are part of the answer; not evaluated
-    return EnumAnswer(text=json.dumps(answer), answer_tokens=n_answer, decode_steps=n_choices)
+    return EnumAnswer(text=json.dumps(answer), answer_tokens=n_answer, decode_steps=n_choices, field_probs=probs)

@@ -74,10 +74,11 @@ def build_messages(schema: Schema, mode: str, report_text: str,
         msgs.append({"role": "user", "content": prompts.user_message(text)})
         if mode == "template":
             msgs.append({"role": "assistant", "content": json.dumps(answer)})
-        else:
-            lab = (prompts.CATEGORY_LETTERS[schema.ids.index(answer["category"])] if schema.task == "single"
-                   else ", ".join(f"{k}={v}" for k, v in answer.items() if v != "false") or "nothing present")
-            msgs.append({"role": "assistant", "content": f"Noted: {lab}."})
+        elif schema.task == "single":
+            msgs.append({"role": "assistant",
+                         "content": f"Noted: {prompts.CATEGORY_LETTERS[schema.ids.index(answer['category'])]}."})
+        else:  # the format scoring reads: "<label>: present|absent|uncertain", one finding per line
+            msgs.append({"role": "assistant", "content": prompts.scoring_example_answer(schema, answer)})
     msgs.append({"role": "user", "content": prompts.user_message(report_text)})
     return msgs
 
@@ -94,7 +95,9 @@ def _answer_template(backend: Backend, schema: Schema, msgs: list[dict], params:
             tokens[k] += gen.completion_tokens if v is None else v  # decode_steps None: one per token
         try:
             labels = prompts.parse_answer(schema, json.loads(gen.text))
-            return {"labels": labels, "raw": gen.text, "attempts": attempt + 1, **tokens}
+            probs = prompts.template_probs(schema, gen.field_probs) if gen.field_probs else {}
+            return {"labels": labels, "raw": gen.text, "attempts": attempt + 1, **tokens,
+                    **({"probs": probs} if probs else {})}
         except (json.JSONDecodeError, ValueError) as exc:
             errors.append(f"attempt {attempt + 1}: {exc}")
             conversation = msgs + [{"role": "assistant", "content": gen.text},
@@ -173,7 +176,9 @@ def answer_key(spec: ModelSpec, backend_name: str, schema: Schema, mode: str, me
             extra["top_logprobs"] = TOP_LOGPROBS
     elif backend_name in IN_PROCESS:  # jump-forward decoding of the fixed JSON tokens
         extra["decoding"] = params.get("decoding", "jump-forward")
-        extra["decoding_version"] = 2  # 2: the prompt's tail and the first fixed answer tokens in one batch
+        # 2: the prompt's tail and the first fixed answer tokens in one batch; 3: answers record each field's
+        # value probabilities (what template calibration fits on)
+        extra["decoding_version"] = 3
     return AnswerCache.key(spec.model_id, backend_name, messages, prompts.answer_schema(schema),
                            {**params, **extra})
 
@@ -322,7 +327,9 @@ def _label_frame(frame, schema, model, mode, cache, timeout, retries, concurrenc
         prob_cols = [f"p__{c}" for c in schema.ids]
     else:
         prob_cols = [f"p_{o}__{f}" for f in schema.ids for o in prompts.SCORING_OPTIONS]
-    cols = ["report_id", *label_cols] + (prob_cols if mode == "scoring" else [])
+    # template answers decoded in process also carry each field's value probabilities (jump-forward decoding)
+    with_probs = mode == "scoring" or any("probs" in a for a in answers.values())
+    cols = ["report_id", *label_cols] + (prob_cols if with_probs else [])
     ans_df = pd.DataFrame(recs, columns=cols)
     fail_df = pd.DataFrame(failures, columns=["report_id", "reason", "detail"])
     tok = lambda k: sum(a.get(k, 0) for a in answers.values())  # noqa: E731

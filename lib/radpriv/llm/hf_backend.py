@@ -129,7 +129,8 @@ class TransformersBackend(ChatTemplateMixin, Backend):
                 self._rewind(n_prompt)  # the next call reuses the prompt state, not this answer
             secs = time.perf_counter() - t0
         return Generation(text=ans.text, prompt_tokens=evaluated, prompt_tokens_total=len(tokens),
-                          completion_tokens=ans.answer_tokens, seconds=secs, decode_steps=ans.decode_steps)
+                          completion_tokens=ans.answer_tokens, seconds=secs, decode_steps=ans.decode_steps,
+                          field_probs=ans.field_probs)
 
     # ---- scoring mode ---------------------------------------------------------------------
     def _first_tokens(self, options: Sequence[str]) -> list[int]:

@@ -13,7 +13,7 @@ the in-process llama.cpp backend ask each finding as the start of the assistant'
 on the shared report state; servers get the question as a chat turn (``question``).
 
 Rules (issue text of Study 2): true only when stated without hedging; uncertain for hedges
-("possible", "cannot be excluded", "suspected", "most likely", ...); false when negated or not
+("possible", "cannot be excluded", "equivocal", "versus", ...: ``HEDGES``); false when negated or not
 mentioned; a true or uncertain sub-finding makes its parent true or uncertain (enforced again in code
 after parsing); findings of other anatomic regions are ignored.
 """
@@ -29,6 +29,11 @@ from radpriv.schemas import Schema, State
 TEMPLATE_VALUES = {"true": State.PRESENT, "uncertain": State.UNCERTAIN, "false": State.ABSENT}
 SCORING_OPTIONS = ("present", "absent", "uncertain")
 CATEGORY_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+#: hedge cues named in the multi-label instructions: the uncertainty triggers of the rule baseline's ConText
+#: rules (baselines/rules/context.yaml, after NegEx, medspaCy and the CheXpert labeler) in plain words
+HEDGES = ("possible, probable, likely, most likely, suspected, suspicious for, questionable, equivocal, "
+          "borderline, suggestive of, suggestion of, may represent, could be, cannot be excluded, cannot be "
+          "ruled out, not excluded, concerning for, presumed, query, A versus B, differential diagnosis")
 
 
 def answer_schema(schema: Schema) -> dict:
@@ -67,8 +72,7 @@ def instructions(schema: Schema, mode: str = "template") -> str:
     task = schema.instruction or "For each finding below decide whether the report states it"
     head = (f"You are {role}. {task}.\n" + _finding_lines(schema) + "\n"
             "Rules: 'true' only when the finding is stated without hedging; 'uncertain' when it is hedged "
-            "(possible, probable, likely, most likely, suspected, questionable, cannot be excluded, may "
-            "represent); 'false' when it is negated or not mentioned. If a sub-finding is true or uncertain, "
+            f"({HEDGES}); 'false' when it is negated or not mentioned. If a sub-finding is true or uncertain, "
             "its parent is too. Ignore findings of other anatomic regions than the one examined.\n")
     if mode == "template":
         return head + "Answer only with a JSON object mapping every finding id to true, false or uncertain."
@@ -89,6 +93,13 @@ def answer_prefix(schema: Schema, finding_id: str) -> str:
     finding is cued as the start of the answer (``"Cardiomegaly:"``) and the option word is read as
     the next token. A few tokens per finding instead of a whole chat turn with a question."""
     return f"{schema.finding(finding_id).label}:"
+
+
+def scoring_example_answer(schema: Schema, answer: dict) -> str:
+    """A few-shot example's answer in scoring mode (multi-label): one line per finding in the words that
+    scoring reads after each finding's :func:`answer_prefix` ("Fracture: absent")."""
+    word = {"true": "present", "false": "absent", "uncertain": "uncertain"}
+    return "\n".join(f"{answer_prefix(schema, fid)} {word[answer[fid]]}" for fid in schema.ids)
 
 
 def options(schema: Schema) -> list[str]:
@@ -128,6 +139,16 @@ def parse_answer(schema: Schema, obj: dict) -> dict:
             raise ValueError(f"finding {fid}: value {obj[fid]!r} is not true/false/uncertain")
         states[fid] = TEMPLATE_VALUES[v]
     return {k: v.value for k, v in schema.propagate(states).items()}
+
+
+def template_probs(schema: Schema, field_probs: dict) -> dict:
+    """A template answer's per-field value probabilities (jump-forward decoding) in scoring mode's columns:
+    ``p__<category>`` (single-label) or ``p_<present|absent|uncertain>__<finding>``."""
+    if schema.task == "single":
+        return {f"p__{c}": float(p) for c, p in field_probs.get("category", {}).items()}
+    word = {"true": "present", "false": "absent", "uncertain": "uncertain"}
+    return {f"p_{word[v]}__{fid}": float(p) for fid, vals in field_probs.items() if fid in schema.ids
+            for v, p in vals.items() if v in word}
 
 
 def few_shot_examples(train: pd.DataFrame, schema: Schema, seed: int = 0, per_class: int = 1,
