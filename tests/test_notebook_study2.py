@@ -38,7 +38,10 @@ def test_study2_smoke(tmp_path):
     # the image and text experiments both produced a macro AUC per label set
     assert len(re.findall(r"synthetic images, small CNN", text)) >= 4
     assert "report text, MiniLM + logistic heads" in text
-    check_study2_numbers(run.load_results("02_label_extraction", tmp_path))
+    res = run.load_results("02_label_extraction", tmp_path)
+    assert set(res["configuration_labels"]) == {"zero-shot", "knn:2/template-calibrated"}  # the smoke profile's
+    assert "template calibrated" in html and "State bias" not in html  # the headline is not calibrated
+    check_study2_numbers(res)
 
 
 def check_study2_numbers(res: dict) -> None:
@@ -64,6 +67,21 @@ def check_study2_numbers(res: dict) -> None:
     for system, g in long.groupby("system"):
         row = acc[(acc.system == system) & (acc.region == "overall")].iloc[0]
         assert row.label_accuracy == pytest.approx(np.mean(g.truth.to_numpy() == g.pred.to_numpy()))
+    # the configuration table: label accuracy recomputed from each configuration's saved labels; the configuration
+    # that is the headline's (knn:2) gives the headline's labels (the same cached answers)
+    table = pd.DataFrame(res["configurations"] or [])
+    for conf, lab in (res["configuration_labels"] or {}).items():
+        lab = pd.DataFrame(lab)
+        for system, g in lab[lab.system != "rule baseline"].groupby("system"):
+            name = {"zero-shot": "zero-shot", "knn:2": "2 retrieved (tfidf)",
+                    "knn:2/template-calibrated": "2 retrieved (tfidf), template calibrated"}[conf]
+            row = table[(table.model == system) & (table.configuration == name)].iloc[0]
+            assert row["label accuracy"] == pytest.approx(np.mean(g.truth.to_numpy() == g.pred.to_numpy()))
+            assert row.ci_low <= row["label accuracy"] <= row.ci_high
+            if conf == "knn:2":
+                head = long[long.system == system].set_index(["region", "report_id", "finding"]).pred
+                assert g.set_index(["region", "report_id", "finding"]).pred.equals(head.loc[g.set_index(
+                    ["region", "report_id", "finding"]).index])
     down = res["downstream"]
     y = np.array(down["y_test"])
     aucs = pd.DataFrame(down["macro_auc"])

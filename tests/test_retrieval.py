@@ -210,7 +210,7 @@ def test_calibrated_configuration_is_the_validation_fitted_bias_applied_to_test_
     val = d.dataset.split("validation").head(24)
     d.dataset.frame = d.dataset.frame[~d.dataset.frame.report_id.isin(
         d.dataset.split("validation").report_id[24:])]  # a smaller validation split keeps the test short
-    with pytest.raises(ValueError, match="after '/' write template, scoring or calibrated"):
+    with pytest.raises(ValueError, match="after '/' write template, scoring, calibrated or template-calibrated"):
         study1.configurations(d, ["few-shot/platt"])
     conf = study1.configurations(d, ["few-shot/scoring", "few-shot/calibrated"], progress=False, n_resamples=50)
     cols = [f"p__{c}" for c in d.schema.ids]
@@ -230,3 +230,34 @@ def test_calibrated_configuration_is_the_validation_fitted_bias_applied_to_test_
     assert "24 validation reports" in " ".join(conf.notes)
     fig = conf.figure(d)
     assert len(fig.axes[0].lines) >= 4  # the published rows as reference lines
+
+
+def test_teacher_examples_come_from_the_public_corpus_never_from_the_reports_it_labels(tmp_path):
+    """Study 3's teacher labels training reports whose gold labels a teacher-student setting does not have: its
+    examples (retrieved or fixed) come from the labelled public corpus (an independent synthetic draw), with the
+    public reports' own reference answers; a schema no generator writes is refused with one line."""
+    from radpriv.dp import grid
+    from radpriv.schemas import load_schema
+    from radpriv.studies import study3
+
+    schema = load_schema("chexpert14")
+    pub = grid.public_frame(schema, n=60)
+    train = load_dataset("synthetic_cxr").split("train")
+    assert study3.teacher_examples(schema, "zero-shot", 60) is None
+    r = study3.teacher_examples(schema, "knn:2", 60)
+    assert r.texts == pub.text.tolist() and not set(r.texts) & set(train.text)
+    assert r.describe()["examples_from"] == "public corpus (60 synthetic reports, seed 1)"
+    by_text = pub.set_index("text")
+    for report in train.text.head(5):
+        pairs = r(report)
+        assert len(pairs) == 2
+        for text, answer in pairs:
+            assert answer == answer_json(schema, by_text.loc[text].to_dict())
+    fixed = study3.teacher_examples(schema, "few-shot", 60)
+    assert fixed and all(t in set(pub.text) for t, _ in fixed)
+    p = tmp_path / "knee.yaml"
+    p.write_text("name: knee\ntask: multilabel\nfindings:\n  - {id: effusion}\n  - {id: fracture}\n")
+    with pytest.raises(ValueError, match="teacher_shots knn:2: the teacher's examples come from the labelled public "
+                                         "corpus, and no synthetic generator writes schema 'knee'; set teacher_shots: "
+                                         "zero-shot"):
+        study3.teacher_examples(load_schema(str(p)), "knn:2", 60)

@@ -627,6 +627,15 @@ def prepare(ds, limit: int | None = None, policy: str = "exclusive") -> dict[str
     return out
 
 
+def public_frame(schema, n: int = 300, seed: int = 1) -> pd.DataFrame | None:
+    """The labelled public corpus as a frame (text and one state column per finding; the generator's split column
+    kept), or None when no synthetic generator writes ``schema``. See :func:`public_corpus`."""
+    from radpriv.data.synthetic import CORPORA, generate
+
+    corpus = next((c for c, spec in CORPORA.items() if spec["schema"] == schema.name), None)
+    return None if corpus is None else generate(corpus, n=n, seed=seed, canaries=False)
+
+
 def public_corpus(schema, n: int = 300, seed: int = 1, labelled: bool = True) -> Split:
     """A PUBLIC corpus for the public-then-private option and the DP TF-IDF vocabulary: an independent synthetic
     draw (seed 1, not the embedded corpora's seed 0; no canaries) of the same schema, all splits pooled.
@@ -635,9 +644,9 @@ def public_corpus(schema, n: int = 300, seed: int = 1, labelled: bool = True) ->
     TF-IDF vocabulary needs text only) the texts are an even draw from every synthetic corpus, labels all 0."""
     from radpriv.data.synthetic import CORPORA, generate
 
-    corpus = next((c for c, spec in CORPORA.items() if spec["schema"] == schema.name), None)
-    if corpus is not None:
-        return Split.from_frame(generate(corpus, n=n, seed=seed, canaries=False), list(schema.ids))
+    frame = public_frame(schema, n=n, seed=seed)
+    if frame is not None:
+        return Split.from_frame(frame, list(schema.ids))
     if labelled:
         raise ValueError(f"no synthetic generator writes schema {schema.name!r} (available: "
                          f"{sorted({s['schema'] for s in CORPORA.values()})}); set public_then_private: false")

@@ -17,7 +17,7 @@ from radpriv.data import Dataset, load_dataset
 from radpriv.llm import retrieval
 from radpriv.schemas import Schema
 
-__all__ = ["example_source", "few_shot"]
+__all__ = ["configuration_label", "example_source", "few_shot", "from_frame", "parse_configuration"]
 
 
 def example_source(ds: Dataset, schema: Schema, examples_from: str | None = None) -> tuple[pd.DataFrame, str]:
@@ -39,9 +39,45 @@ def few_shot(prompt_variant: str, ds: Dataset, schema: Schema, retriever: str = 
         raise ValueError(f"prompt_variant {prompt_variant}: the evaluation reports include the training split the "
                          "examples are retrieved from; evaluate validation/test, or name examples_from")
     train, source = example_source(ds, schema, examples_from)
+    return from_frame(prompt_variant, train, schema, retriever, source, seed)
+
+
+def from_frame(prompt_variant: str, train: pd.DataFrame, schema: Schema, retriever: str = "tfidf", source: str = "",
+               seed: int = 0):
+    """:func:`few_shot` over a given frame of labelled training reports (``source`` names them in the report)."""
+    shots = retrieval.parse_shots(prompt_variant)
     embed = None
     if shots.kind == "knn" and retriever == "minilm":
         from radpriv.downstream.text import MiniLMEncoder
 
         embed = MiniLMEncoder().encode
     return retrieval.examples_for_design(shots, train, schema, retriever, embed, seed=seed, source=source)
+
+
+# ---------------------------------------------------------------------------------------------
+# prompt configurations (the `configurations` parameter of the LLM notebooks)
+# ---------------------------------------------------------------------------------------------
+HOWS = ("template", "scoring", "calibrated", "template-calibrated")
+
+
+def parse_configuration(spec: str) -> tuple[str, str, bool]:
+    """``"<shots>"`` (template mode), ``"<shots>/scoring"`` (the option with the highest probability),
+    ``"<shots>/calibrated"`` (scoring, the option prior corrected by a bias fitted on validation reports) or
+    ``"<shots>/template-calibrated"`` (template answers decoded with a per-state bias fitted on validation reports;
+    multi-label) -> (shots, mode, calibrated); shots as :func:`radpriv.llm.retrieval.parse_shots` reads them
+    (zero-shot, few-shot, knn:K)."""
+    shots, _, how = str(spec).strip().partition("/")
+    how = how.strip() or "template"
+    if how not in HOWS:
+        raise ValueError(f"configuration {spec!r}: after '/' write {', '.join(HOWS[:-1])} or {HOWS[-1]} "
+                         "(e.g. knn:4, few-shot/calibrated)")
+    mode = "scoring" if how in ("scoring", "calibrated") else "template"
+    return str(retrieval.parse_shots(shots)), mode, how in ("calibrated", "template-calibrated")
+
+
+def configuration_label(spec: str, retriever: str = "tfidf") -> str:
+    """A configuration's readable name: 'fixed few-shot', '4 retrieved (tfidf), scoring calibrated', ..."""
+    shots, mode, calibrated = parse_configuration(spec)
+    how = {("scoring", True): ", scoring calibrated", ("scoring", False): ", scoring",
+           ("template", True): ", template calibrated", ("template", False): ""}[mode, calibrated]
+    return retrieval.parse_shots(shots).label(retriever) + how

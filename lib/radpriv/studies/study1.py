@@ -23,6 +23,7 @@ from radpriv.models import registry
 from radpriv.papers import published
 from radpriv.schemas import Schema, load_schema
 from radpriv.studies import prompting
+from radpriv.studies.prompting import configuration_label, parse_configuration
 
 __all__ = ["Design", "Scores", "Significance", "Configurations", "design", "run_models", "accounting", "failures",
            "score", "significance", "confusion_figure", "beside_published", "parse_configuration", "configuration_label", "configurations",
@@ -170,18 +171,6 @@ def beside_published(d: Design, table: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 # prompt configurations side by side
 # ---------------------------------------------------------------------------------------------
-def parse_configuration(spec: str) -> tuple[str, str, bool]:
-    """``"<shots>"`` (template mode), ``"<shots>/scoring"`` (the letter with the highest probability) or
-    ``"<shots>/calibrated"`` (scoring, letter prior corrected on validation reports) -> (shots, mode, calibrated);
-    shots as :func:`radpriv.llm.retrieval.parse_shots` reads them (zero-shot, few-shot, knn:K)."""
-    shots, _, how = str(spec).strip().partition("/")
-    how = how.strip() or "template"
-    if how not in ("template", "scoring", "calibrated"):
-        raise ValueError(f"configuration {spec!r}: after '/' write template, scoring or calibrated "
-                         "(e.g. knn:4, few-shot/calibrated)")
-    return str(retrieval.parse_shots(shots)), ("template" if how == "template" else "scoring"), how == "calibrated"
-
-
 @dataclass
 class Configurations:
     """Each model under each prompt configuration on the same evaluation reports: the table (accuracy and macro F1
@@ -225,6 +214,9 @@ def configurations(d: Design, configs: Sequence[str], models: Sequence[str] | No
     training split (or ``examples_from``); a calibrated configuration fits its bias on the validation reports,
     which must then not be evaluation reports. Answers are cached, so the design's own configuration is free."""
     parsed = [(c, *parse_configuration(c)) for c in configs]
+    if any(cal and mode == "template" for _, _, mode, cal in parsed):
+        raise ValueError("template-calibrated is for multi-label schemas (Study 2); a single-label schema is "
+                         "calibrated in scoring mode: write <shots>/calibrated")
     if any(cal for *_, cal in parsed):
         if "validation" in d.eval_splits:
             raise ValueError("a calibrated configuration fits its bias on the validation reports, which are "
@@ -273,13 +265,6 @@ def configurations(d: Design, configs: Sequence[str], models: Sequence[str] | No
         notes.append(f"Calibrated: a per-category bias on the letters' log-probabilities fitted on the "
                      f"{len(val)} validation reports (`evaluate.fit_category_bias`), applied unchanged.")
     return Configurations(pd.DataFrame(rows), preds, notes)
-
-
-def configuration_label(spec: str, retriever: str = "tfidf") -> str:
-    """A configuration's readable name: 'fixed few-shot', '4 retrieved (tfidf), scoring calibrated', ..."""
-    shots, mode, calibrated = parse_configuration(spec)
-    how = ", scoring calibrated" if calibrated else (", scoring" if mode == "scoring" else "")
-    return retrieval.parse_shots(shots).label(retriever) + how
 
 
 def results(d: Design, scores: Scores, sig: Significance, accounting_: pd.DataFrame,

@@ -18,7 +18,7 @@ saves: :func:`results`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -32,14 +32,15 @@ from radpriv.data.synthetic_images import SyntheticImages
 from radpriv.downstream import build_label_sets, extraction, label_matrix, label_set_summary, pipeline
 from radpriv.downstream.cnn import CNNTrainConfig
 from radpriv.downstream.compare import Comparison
-from radpriv.llm import engine, retrieval
+from radpriv.llm import engine, prompts, retrieval
 from radpriv.models import registry
 from radpriv.papers import published
-from radpriv.schemas import Schema
+from radpriv.schemas import Schema, State
 from radpriv.studies import prompting
 
 __all__ = ["PAIRS", "SKIPPED_NOTE", "SYNTHETIC_IMAGES_NOTE", "Design", "Extraction", "Downstream", "ImageExperiment",
-           "design", "extract", "accounting", "failures", "score_extraction", "subset_by_split", "downstream_labels",
+           "design", "variant", "validation_reports", "extract", "calibrated_extract", "Configurations",
+           "configurations", "accounting", "failures", "score_extraction", "subset_by_split", "downstream_labels",
            "per_finding", "accuracy_figure", "radiograph_figure", "macro_auc_figure", "accuracy_beside_published",
            "auc_beside_published", "published_note", "provenance_extra", "results"]
 
@@ -70,6 +71,8 @@ class Design:
     prompt_variant: str = "zero-shot"
     retriever: str = "tfidf"
     few_shot: dict = field(default_factory=dict)  # region -> None, fixed examples or a retriever (llm.retrieval)
+    examples_from: dict = field(default_factory=dict)  # region -> the manifest whose training split gives examples
+    seed: int = 0
 
     @property
     def models(self) -> list[str]:
@@ -107,7 +110,7 @@ def design(manifests: Mapping[str, str], models: Sequence[str], mode: str = "tem
                                    eval_splits=extract_splits)
              for r, d in datasets.items()}
     return Design(datasets, evalsets, [registry.get_model(m) for m in models], list(extract_splits), mode,
-                  prompt_variant, retriever, shots)
+                  prompt_variant, retriever, shots, dict(examples_from or {}), seed)
 
 
 def extract(d: Design, allow_hosts: Sequence[str] = (), timeout: float = 600, progress: bool = True
@@ -116,6 +119,140 @@ def extract(d: Design, allow_hosts: Sequence[str] = (), timeout: float = 600, pr
     return {(spec.name, r): engine.label_frame(ev, d.datasets[r].schema, spec, mode=d.mode, allow_hosts=allow_hosts,
                                                few_shot=d.few_shot.get(r), timeout=timeout, progress=progress)
             for spec in d.specs for r, ev in d.evalsets.items()}
+
+
+def variant(d: Design, shots: str, mode: str) -> Design:
+    """The same reports and models under another prompt configuration (examples drawn as :func:`design` does)."""
+    few = {r: prompting.few_shot(shots, ds, ds.schema, d.retriever, d.examples_from.get(r), seed=d.seed,
+                                 eval_splits=d.extract_splits) for r, ds in d.datasets.items()}
+    return replace(d, mode=mode, prompt_variant=shots, few_shot=few)
+
+
+def validation_reports(d: Design) -> dict[str, pd.DataFrame]:
+    """Per region, as many validation reports as the region has scored reports (drawn with the design's seed):
+    what calibrated configurations fit their state bias on. Refused when validation reports are scored."""
+    if "validation" in d.extract_splits:
+        raise ValueError("a calibrated configuration fits its bias on the validation reports, which are scored "
+                         "here; score the test split only (extract_splits: [test])")
+    out = {}
+    for r, ds in d.datasets.items():
+        v = ds.split("validation")
+        if v.empty:
+            raise ValueError(f"{ds.name} has no validation reports to calibrate on; drop the calibrated configuration")
+        n = len(d.evalsets[r])
+        out[r] = (v.sample(n=n, random_state=d.seed).sort_index() if len(v) > n else v).reset_index(drop=True)
+    return out
+
+
+def calibrated_extract(d: Design, allow_hosts: Sequence[str] = (), timeout: float = 600, progress: bool = True
+                       ) -> tuple[dict[tuple[str, str], engine.LabelRun], dict[tuple[str, str], dict]]:
+    """Like :func:`extract`, with each model's per-state bias fitted per region on validation reports
+    (:func:`validation_reports`, :func:`radpriv.evaluate.fit_state_bias`). Template mode decodes the scored reports
+    with the bias (``value_bias``: the choice of each field shifts); scoring mode applies it to the answers'
+    probabilities (parents propagated again). Returns the runs and the biases per (model, region)."""
+    from scipy.special import log_softmax
+
+    val = validation_reports(d)
+    runs, biases = {}, {}
+    for spec in d.specs:
+        for r, ev in d.evalsets.items():
+            schema, ids = d.datasets[r].schema, list(d.datasets[r].schema.ids)
+            vrun = engine.label_frame(val[r], schema, spec, mode=d.mode, allow_hosts=allow_hosts,
+                                      few_shot=d.few_shot.get(r), timeout=timeout, progress=progress)
+            bias = evaluate.fit_state_bias(vrun.answers, val[r], ids)
+            biases[spec.name, r] = bias
+            if d.mode == "template":
+                vb = {v: bias[s.value] for v, s in prompts.TEMPLATE_VALUES.items()}
+                runs[spec.name, r] = engine.label_frame(ev, schema, spec, mode="template", allow_hosts=allow_hosts,
+                                                        few_shot=d.few_shot.get(r), timeout=timeout,
+                                                        progress=progress, params={"value_bias": vb})
+                continue
+            run = engine.label_frame(ev, schema, spec, mode="scoring", allow_hosts=allow_hosts,
+                                     few_shot=d.few_shot.get(r), timeout=timeout, progress=progress)
+            a = run.answers.copy()
+            b = np.array([bias[s] for s in evaluate.STATES3])
+            for i, row in a.iterrows():
+                states = {}
+                for f in ids:
+                    lp = np.log(np.clip(row[[f"p_{s}__{f}" for s in evaluate.STATES3]].to_numpy(float), 1e-12, None))
+                    states[f] = State(evaluate.STATES3[int(np.argmax(log_softmax(lp) + b))])
+                for f, st in schema.propagate(states).items():
+                    a.at[i, f] = st.value
+            runs[spec.name, r] = replace(run, answers=a)
+    return runs, biases
+
+
+@dataclass
+class Configurations:
+    """Each model under each prompt configuration on the same reports: label accuracy and uncertainty F1 with
+    bootstrap CIs, seconds per report; the per-configuration extractions; notes."""
+
+    table: pd.DataFrame
+    extractions: dict[str, "Extraction"]
+    notes: list[str]
+
+    def figure(self):
+        """Label accuracy against model file size (log scale), a line per configuration (whiskers: 95 % CI); the
+        paper's GPT-4o label accuracy (all regions) as a grey line (clinical reports, another model)."""
+        import matplotlib.pyplot as plt
+        import seaborn as sns
+
+        t = self.table.dropna(subset=["model file (GB)"])
+        fig, ax = plt.subplots(figsize=(7.5, 4.2))
+        for (conf, g), color in zip(t.groupby("configuration", sort=False), sns.color_palette("deep")):
+            g = g.sort_values("model file (GB)")
+            ax.errorbar(g["model file (GB)"], g["label accuracy"], yerr=[g["label accuracy"] - g["ci_low"],
+                        g["ci_high"] - g["label accuracy"]], marker="o", capsize=3, label=conf, color=color)
+        pub = {r["region"]: r["accuracy"] / 100 for r in published("label_extraction")["label_accuracy"]}
+        ax.axhline(pub["overall"], color="grey", lw=1, ls="--", label="published: GPT-4o, all regions")
+        ax.set_xscale("log")
+        ax.set(xlabel="model file size (GB, as run here)", ylabel="label accuracy (all regions)", ylim=(0, 1.02),
+               title="Prompt configurations by model size (published: clinical reports, GPT-4o)")
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        return fig
+
+
+def configurations(d: Design, configs: Sequence[str], rules: Mapping[str, str] | None = None,
+                   allow_hosts: Sequence[str] = (), timeout: float = 600, progress: bool = True,
+                   n_resamples: int = 1000, seed: int = 0) -> Configurations:
+    """Every model of the design under every configuration of ``configs``
+    (:func:`radpriv.studies.prompting.parse_configuration`: zero-shot, few-shot, knn:K; ``/scoring``,
+    ``/calibrated``, ``/template-calibrated``) on the design's scored reports, scored alike. Answers are cached,
+    so the design's own configuration costs nothing more."""
+    rows, exts, notes, biases = [], {}, [], {}
+    for c in configs:
+        shots, mode, calibrated = prompting.parse_configuration(c)
+        dv = variant(d, shots, mode)
+        if calibrated:
+            runs, b = calibrated_extract(dv, allow_hosts, timeout, progress)
+            biases.update({(m, r, c): v for (m, r), v in b.items()})
+        else:
+            runs = extract(dv, allow_hosts, timeout, progress)
+        ext = score_extraction(dv, runs, rules, n_resamples=n_resamples, seed=seed)
+        exts[c] = ext
+        acc = ext.accuracy.query("region == 'overall'").set_index("system")
+        unc = ext.uncertainty.query("region == 'overall'").set_index("system")
+        for spec in d.specs:
+            m = spec.name
+            st = [runs[m, r].stats for r in d.evalsets]
+            n = sum(s["n_answers"] for s in st)
+            rows.append({"model": m, "configuration": prompting.configuration_label(c, d.retriever),
+                         "label accuracy": acc.at[m, "label_accuracy"], "ci_low": acc.at[m, "ci_low"],
+                         "ci_high": acc.at[m, "ci_high"], "uncertainty F1": unc.at[m, "f1"],
+                         "seconds per report": sum(s["seconds_per_report"] * s["n_answers"] for s in st) / max(n, 1),
+                         "failures": sum(s["n_failures"] for s in st),
+                         "model file (GB)": round(spec.size / 1e9, 3) if spec.size else None})
+    notes.append(f"Every configuration reads the same {sum(map(len, d.evalsets.values()))} reports; examples come from "
+                 "each region's training split (or `examples_from`). Seconds per report as measured when the answer "
+                 "was computed (cached answers keep their time); a calibrated configuration also labels as many "
+                 "validation reports per region to fit its bias (not counted here).")
+    if biases:
+        notes.append("Calibrated: one bias per state (present, absent, uncertain) per model and region, fitted on "
+                     "validation reports (`evaluate.fit_state_bias`), applied unchanged: "
+                     + "; ".join(f"{m} {r} {c}: " + ", ".join(f"{k} {v:+.2f}" for k, v in b.items())
+                                 for (m, r, c), b in biases.items()) + ".")
+    return Configurations(pd.DataFrame(rows), exts, notes)
 
 
 def accounting(runs: Mapping[tuple[str, str], engine.LabelRun]) -> pd.DataFrame:
@@ -441,10 +578,14 @@ def provenance_extra(runs: Mapping[tuple[str, str], engine.LabelRun], down: Down
             "synthetic_images": image.images.params if image is not None and image.images is not None else None}
 
 
-def results(ext: Extraction, down: Downstream | None) -> dict:
+def results(ext: Extraction, down: Downstream | None, configs: Configurations | None = None) -> dict:
     """What the notebook saves (:func:`radpriv.run.save_results`): every label scored, the accuracy table, the
-    McNemar tests and the image experiment's test labels and probabilities, so that a test can recompute them."""
+    McNemar tests, the configurations compared (table and every label of each) and the image experiment's test
+    labels and probabilities, so that a test can recompute them."""
     cmp = down.image.comparison if down is not None else None
     return {"labels_long": ext.long, "label_accuracy": ext.accuracy, "mcnemar_vs_rules": ext.mcnemar,
+            "configurations": configs.table if configs is not None else None,
+            "configuration_labels": ({c: e.long for c, e in configs.extractions.items()} if configs is not None
+                                     else None),
             "downstream": {"macro_auc": down.aucs, "tests": down.tests, "findings": cmp.findings, "y_test": cmp.y_test,
                            "proba_test": {n: r.proba_test for n, r in cmp.runs.items()}} if down is not None else None}

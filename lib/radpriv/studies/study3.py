@@ -154,21 +154,41 @@ def public_gain(g: Grid) -> pd.DataFrame:
     return gain
 
 
+def teacher_examples(schema, shots: str = "zero-shot", public_n: int = 600, retriever: str = "tfidf"):
+    """The teacher's few-shot examples (``zero-shot``, ``few-shot`` or ``knn:K``), drawn from the labelled PUBLIC
+    corpus (:func:`radpriv.dp.grid.public_frame`, the public stage's reports): never from the training reports the
+    teacher labels, whose gold labels a teacher-student setting does not have."""
+    from radpriv.llm.retrieval import parse_shots
+    from radpriv.studies import prompting
+
+    if parse_shots(shots).kind == "zero":
+        return None
+    pool = grid.public_frame(schema, n=public_n)
+    if pool is None:
+        raise ValueError(f"teacher_shots {shots}: the teacher's examples come from the labelled public corpus, and no "
+                         f"synthetic generator writes schema {schema.name!r}; set teacher_shots: zero-shot")
+    return prompting.from_frame(shots, pool.assign(split="train"), schema, retriever,
+                                source=f"public corpus ({len(pool)} synthetic reports, seed 1)")
+
+
 def teacher_labels(frame: pd.DataFrame, schema, model: str, mode: str = "scoring", progress: bool = True,
-                   policy: str = "exclusive", allow_hosts=()) -> tuple[np.ndarray, dict]:
+                   policy: str = "exclusive", allow_hosts=(), few_shot=None) -> tuple[np.ndarray, dict]:
     """0/1 labels of ``frame``'s reports from a local LLM through the engine (cached), and the run's stats;
-    failed reports are labelled all-absent and counted, never dropped."""
+    failed reports are labelled all-absent and counted, never dropped. ``few_shot``: :func:`teacher_examples`."""
     from radpriv.llm import engine
 
-    run = engine.label_frame(frame, schema, model, mode=mode, progress=progress, allow_hosts=allow_hosts)
+    run = engine.label_frame(frame, schema, model, mode=mode, progress=progress, allow_hosts=allow_hosts,
+                             few_shot=few_shot)
     pred = evaluate.fill_failures(frame, run.answers, run.failures, schema)
     return evaluate.binarize(pred, list(schema.ids), policy), dict(run.stats)
 
 
 def teacher_rows(data: Data, teacher_model: str | None, teacher_mode: str, student_mode: str, seeds, train: dict,
                  train_by_mode: dict | None = None, teacher_limit: int | None = None, limit: int | None = None,
-                 allow_hosts=(), n_resamples: int = 1000) -> pd.DataFrame:
-    """Per dataset: the teacher labels the first ``teacher_limit`` (else ``limit``, else all) training reports;
+                 allow_hosts=(), n_resamples: int = 1000, teacher_shots: str = "zero-shot", public_n: int = 600,
+                 retriever: str = "tfidf") -> pd.DataFrame:
+    """Per dataset: the teacher labels the first ``teacher_limit`` (else ``limit``, else all) training reports, with
+    ``teacher_shots`` examples from the public corpus of ``public_n`` reports (:func:`teacher_examples`);
     per seed a ``student_mode`` student is trained on those labels and on the same reports' gold labels
     (:func:`radpriv.dp.grid.teacher_student`), both scored on the gold test labels. No rows without a teacher."""
     from sklearn.metrics import f1_score
@@ -180,7 +200,8 @@ def teacher_rows(data: Data, teacher_model: str | None, teacher_mode: str, stude
         frame = ds.split("train")
         if teacher_limit or limit:
             frame = frame.head(teacher_limit or limit)
-        Yt, stats = teacher_labels(frame, ds.schema, teacher_model, mode=teacher_mode, allow_hosts=allow_hosts)
+        Yt, stats = teacher_labels(frame, ds.schema, teacher_model, mode=teacher_mode, allow_hosts=allow_hosts,
+                                   few_shot=teacher_examples(ds.schema, teacher_shots, public_n, retriever))
         gold = Split.from_frame(frame, list(ds.schema.ids))
         d = data.splits[n]
         for seed in seeds:
@@ -188,6 +209,7 @@ def teacher_rows(data: Data, teacher_model: str | None, teacher_mode: str, stude
             rec, gold_rec = grid.teacher_student(cfg, data.encoder_path, gold, Yt, d["validation"], d["test"],
                                                  n_resamples=n_resamples)
             rows.append({"dataset": n, "teacher": teacher_model, "teacher mode": teacher_mode,
+                         "teacher examples": teacher_shots,
                          "reports labelled": len(frame), "teacher failures": stats.get("n_failures"),
                          "teacher F1 vs gold (train)": f1_score(gold.Y, Yt, average="weighted", zero_division=0),
                          "student": cfg.mode, "seed": seed,
