@@ -163,3 +163,26 @@ def test_trend_recomputed_with_scipy_kendalltau(study3):
         ref = sps.kendalltau(x, y)
         assert t["ε levels"] == len(set(x)) == len(EPSILONS) and t["runs"] == len(x)
         assert _close(t["tau"], ref.statistic, 1e-12) and _close(t["pvalue"], ref.pvalue, 1e-12), t
+
+
+def test_teacher_row_recomputed_from_the_teachers_labels(study3):
+    """The teacher's row: its examples are the profile's ``teacher_shots`` (drawn from the public corpus), and its
+    F1 against the gold labels of the reports it labelled is recomputed by hand from the same labels (asked again
+    of the engine with the same examples: served from the answer cache the notebook filled)."""
+    from radpriv.studies import study3 as s3
+
+    params = study3["params"]
+    rows = study3["res"]["teacher"]
+    assert rows, "the smoke profile names a teacher model: its rows must be saved"
+    ds = load_dataset(rows[0]["dataset"])
+    frame = ds.split("train").head(params["teacher_limit"])
+    assert {r["teacher examples"] for r in rows} == {params.get("teacher_shots", "knn:2")}
+    assert {r["reports labelled"] for r in rows} == {len(frame)}
+    few = s3.teacher_examples(ds.schema, params.get("teacher_shots", "knn:2"), params["public_n"])
+    Yt, stats = s3.teacher_labels(frame, ds.schema, params["teacher_model"], mode=params.get("teacher_mode", "template"),
+                                  progress=False, few_shot=few)
+    assert stats["n_failures"] == rows[0]["teacher failures"]
+    gold = grid.Split.from_frame(frame, list(ds.schema.ids)).Y.astype(int)
+    f1 = _f1_by_hand(gold, Yt.astype(int), "weighted")
+    for r in rows:
+        assert _close(r["teacher F1 vs gold (train)"], f1, 1e-9), (r["teacher F1 vs gold (train)"], f1)
