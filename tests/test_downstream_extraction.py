@@ -98,3 +98,26 @@ def test_rule_baseline_on_the_synthetic_corpus_scores_high():
     acc = ex.label_accuracy(long, n_resamples=0).iloc[0].label_accuracy
     majority = (long.truth == "false").mean()
     assert acc > majority and acc > 0.9
+
+
+def test_one_region_design_is_scored_without_an_overall_row():
+    """A user's own manifest is one region: Study 2's tables then have no ``overall`` row, and what covers all
+    regions is that region's rows (the configurations table read ``overall`` and failed on one region)."""
+    from radpriv.data import load_dataset
+    from radpriv.llm.engine import LabelRun
+    from radpriv.studies import study2
+
+    ds = load_dataset("synthetic_cxr")
+    ev = ds.frame[ds.frame.split == "test"].head(10).reset_index(drop=True)
+    answers = ev[["report_id", *ds.schema.ids]].copy()
+    flip = ds.schema.ids[0]
+    answers.loc[0, flip] = "present" if answers.loc[0, flip] != "present" else "absent"
+    spec = type("Spec", (), {"name": "m", "size": None})()
+    d = study2.Design({"cxr": ds}, {"cxr": ev}, [spec], ["test"], "template")
+    runs = {("m", "cxr"): LabelRun(answers, pd.DataFrame(columns=["report_id", "reason", "detail"]))}
+    ext = study2.score_extraction(d, runs, n_resamples=0)
+    assert "overall" not in set(ext.accuracy.region)
+    acc = ext.all_regions(ext.accuracy).set_index("system")
+    long = ex.long_labels(ev, {"m": answers}, ds.schema, region="cxr")
+    assert acc.at["m", "label_accuracy"] == pytest.approx(long["correct"].mean())
+    assert set(ext.all_regions(ext.uncertainty).system) >= {"m"}

@@ -231,8 +231,8 @@ def configurations(d: Design, configs: Sequence[str], rules: Mapping[str, str] |
             runs = extract(dv, allow_hosts, timeout, progress)
         ext = score_extraction(dv, runs, rules, n_resamples=n_resamples, seed=seed)
         exts[c] = ext
-        acc = ext.accuracy.query("region == 'overall'").set_index("system")
-        unc = ext.uncertainty.query("region == 'overall'").set_index("system")
+        acc = ext.all_regions(ext.accuracy).set_index("system")
+        unc = ext.all_regions(ext.uncertainty).set_index("system")
         for spec in d.specs:
             m = spec.name
             st = [runs[m, r].stats for r in d.evalsets]
@@ -281,10 +281,14 @@ class Extraction:
     notes: list[str]
     n_regions: int
 
+    def all_regions(self, table: pd.DataFrame) -> pd.DataFrame:
+        """The rows of a per-region ``table`` that cover all regions: ``overall``, or the one region's rows when
+        there is one (no ``overall`` row is computed then)."""
+        return table[table.region == ("overall" if self.n_regions > 1 else table.region.iloc[0])]
+
     def uncertainty_shown(self) -> pd.DataFrame:
         """Uncertainty detection over all regions (the one region's rows when there is one)."""
-        u = self.uncertainty
-        return u[u.region == ("overall" if self.n_regions > 1 else u.region.iloc[0])]
+        return self.all_regions(self.uncertainty)
 
     def mean_prf(self) -> pd.DataFrame:
         """Precision, recall and F1 per system and template value, averaged over findings."""
