@@ -16,6 +16,8 @@ decision threshold). Reported per mode:
 - single-label schemas (CMR): accuracy and macro F1 per mode; in scoring mode also ``scoring/calibrated``: a
   per-category bias on the letters' log-probabilities fitted on the ``--n-val`` validation reports
   (:func:`radpriv.evaluate.calibrated_categories`), applied unchanged to the test reports;
+- ``--orders N`` (single-label): also ``scoring/N orders``, the categories' probabilities averaged over N orders
+  of the options (:func:`radpriv.llm.engine.label_frame_orders`), and that average calibrated on validation;
 - ``--shots``: each prompt variant (``zero-shot``, ``few-shot``, ``knn:K``; examples from the training split,
   retrieved by ``--retriever``) is run for each mode, side by side;
 - multi-label datasets with a training split: TF-IDF + logistic regression (``radpriv.dp.train.tfidf_logreg``,
@@ -51,7 +53,7 @@ from radpriv.evaluate import (binarize, calibrated_categories, fill_failures, ma
                               score_labels)
 from radpriv.evaluate.scoring import choose_thresholds  # noqa: E402
 from radpriv.llm import AnswerCache  # noqa: E402
-from radpriv.llm.engine import label_frame  # noqa: E402
+from radpriv.llm.engine import label_frame, label_frame_orders  # noqa: E402
 from radpriv.llm.retrieval import examples_for_design, parse_shots  # noqa: E402
 
 
@@ -81,7 +83,7 @@ def aucs(y: np.ndarray, p: np.ndarray) -> tuple[float, float, int]:
 
 
 def run_dataset(name: str, model: str, modes: list[str], n_test: int, n_val: int, cache, opts, timeout,
-                shots_list: list[str] = ("zero-shot",), retriever: str = "tfidf") -> list[dict]:
+                shots_list: list[str] = ("zero-shot",), retriever: str = "tfidf", orders: int = 1) -> list[dict]:
     ds = load_dataset(name)
     schema, ids = ds.schema, list(ds.schema.ids)
     test, val = ds.split("test").head(n_test), ds.split("validation").head(n_val)
@@ -126,6 +128,23 @@ def run_dataset(name: str, model: str, modes: list[str], n_test: int, n_val: int
                              "macro_f1": c["macro_f1"], "weighted_f1": c["weighted_f1"]})
             print(pd.DataFrame(rows[-2:] if mode == "scoring" and len(val) else rows[-1:]).to_string(index=False),
                   flush=True)
+            if mode == "scoring" and orders > 1:  # the letters' probabilities averaged over option orders
+                kw = dict(cache=cache, timeout=timeout, backend_opts=opts, few_shot=few, progress=True)
+                orun = label_frame_orders(test, schema, model, orders=orders, **kw)
+                s = score_labels(test, fill_failures(test, orun.answers, orun.failures, schema), schema,
+                                 n_resamples=0).set_index("metric")["value"]
+                obase = {**base, "failures": int(orun.stats["n_failures"]),
+                         "s_per_report": orun.stats["seconds_per_report"]}
+                rows.append({**obase, "mode": f"scoring/{orders} orders", "accuracy": s["accuracy"],
+                             "macro_f1": s["macro_f1"], "weighted_f1": s["weighted_f1"]})
+                if len(val):
+                    ovrun = label_frame_orders(val, schema, model, orders=orders, **kw)
+                    cal = fill_failures(test, calibrated_categories(ovrun.answers, val, orun.answers, ids),
+                                        orun.failures, schema)
+                    c = score_labels(test, cal, schema, n_resamples=0).set_index("metric")["value"]
+                    rows.append({**obase, "mode": f"scoring/{orders} orders calibrated", "n_val": len(val),
+                                 "accuracy": c["accuracy"], "macro_f1": c["macro_f1"], "weighted_f1": c["weighted_f1"]})
+                print(pd.DataFrame(rows[-2:] if len(val) else rows[-1:]).to_string(index=False), flush=True)
             continue
         base.update({"present_calls": int(binarize(pred, ids).sum()), "present_true": int(yt.sum())})
         rows.append({**base, "mode": label, "weighted_f1": sc["weighted_f1"], "macro_f1": sc["macro_f1"]})
@@ -166,6 +185,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-val", type=int, default=40)
     ap.add_argument("--shots", default="zero-shot", help="comma-separated: zero-shot, few-shot, knn:K")
     ap.add_argument("--retriever", default="tfidf", choices=("tfidf", "minilm"))
+    ap.add_argument("--orders", type=int, default=1,
+                    help="single-label scoring: also average the letters' probabilities over N option orders")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("RADPRIV_BENCH_THREADS", 0)) or None)
     ap.add_argument("--timeout", type=float, default=1800.0)
     ap.add_argument("--cache", default=None, help="answer-cache SQLite file (default: the user cache); 'off' disables")
@@ -177,7 +198,8 @@ def main(argv=None) -> int:
     for name in [d.strip() for d in a.datasets.split(",") if d.strip()]:
         try:
             rows += run_dataset(name, a.model, [m.strip() for m in a.modes.split(",")], a.n_test, a.n_val, cache,
-                                opts, a.timeout, [s.strip() for s in a.shots.split(",")], a.retriever)
+                                opts, a.timeout, [s.strip() for s in a.shots.split(",")], a.retriever,
+                                a.orders)
         except (FileNotFoundError, DataError) as exc:  # e.g. the real reports are not on this machine
             print(f"skipping {name}: {exc}", file=sys.stderr)
     df = pd.DataFrame(rows)

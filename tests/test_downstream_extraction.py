@@ -121,3 +121,5 @@ def test_one_region_design_is_scored_without_an_overall_row():
     long = ex.long_labels(ev, {"m": answers}, ds.schema, region="cxr")
     assert acc.at["m", "label_accuracy"] == pytest.approx(long["correct"].mean())
     assert set(ext.all_regions(ext.uncertainty).system) >= {"m"}
+    with pytest.raises(ValueError, match="option orders average the categories of a single-label schema"):
+        study2.configurations(d, ["zero-shot/orders"])

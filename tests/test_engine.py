@@ -374,3 +374,31 @@ def test_template_records_value_probabilities_and_applies_a_value_bias(smol):
     gen = b.generate_json(msgs, js, {"temperature": 0.0, "top_k": 1, "seed": 0, "value_bias": {"false": 50.0}})
     assert set(json.loads(gen.text).values()) == {"false"}
     assert all(pr["false"] > 0.99 for pr in gen.field_probs.values())
+
+
+def test_option_orders_average_the_per_order_letter_probabilities(smol, cmr, tmp_path):
+    """label_frame_orders == the geometric mean of scoring runs with the categories listed in each order,
+    computed here from runs of reordered schemas; the label is its argmax; seconds add up."""
+    import numpy as np
+    from dataclasses import replace
+
+    from radpriv.llm.engine import label_frame_orders
+    from radpriv.llm.prompts import option_orders
+
+    ev, _ = cmr
+    cache = AnswerCache(tmp_path / "c.sqlite")
+    schema = load_schema("cmr")
+    cols = [f"p__{c}" for c in schema.ids]
+    run = label_frame_orders(ev, schema, "smollm2-135m", orders=3, cache=cache, progress=False)
+    per = []
+    for o in option_orders(len(schema.ids), 3):
+        r = label_frame(ev, replace(schema, findings=tuple(schema.findings[i] for i in o)), "smollm2-135m",
+                        mode="scoring", cache=False, progress=False)
+        per.append(r.answers.set_index("report_id").loc[ev.report_id, cols].to_numpy(float))
+    assert not np.allclose(per[0], per[2])  # the order changes what the model says
+    g = np.exp(np.mean(np.log(per), axis=0))
+    g /= g.sum(axis=1, keepdims=True)
+    got = run.answers.set_index("report_id").loc[ev.report_id]
+    np.testing.assert_allclose(got[cols].to_numpy(float), g, rtol=1e-6, atol=1e-9)
+    assert list(got["label"]) == [schema.ids[j] for j in g.argmax(axis=1)]
+    assert run.stats["option_orders"] == 3 and run.stats["n_answers"] + run.stats["n_failures"] == len(ev)

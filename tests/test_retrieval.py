@@ -210,9 +210,11 @@ def test_calibrated_configuration_is_the_validation_fitted_bias_applied_to_test_
     val = d.dataset.split("validation").head(24)
     d.dataset.frame = d.dataset.frame[~d.dataset.frame.report_id.isin(
         d.dataset.split("validation").report_id[24:])]  # a smaller validation split keeps the test short
-    with pytest.raises(ValueError, match="after '/' write template, scoring, calibrated or template-calibrated"):
+    with pytest.raises(ValueError, match="after '/' write template, scoring, calibrated, orders, orders-calibrated or "
+                                         "template-calibrated"):
         study1.configurations(d, ["few-shot/platt"])
-    conf = study1.configurations(d, ["few-shot/scoring", "few-shot/calibrated"], progress=False, n_resamples=50)
+    conf = study1.configurations(d, ["few-shot/scoring", "few-shot/calibrated", "few-shot/orders"], progress=False,
+                                 n_resamples=50)
     cols = [f"p__{c}" for c in d.schema.ids]
     ids = list(d.schema.ids)
     runs = {name: engine.label_frame(frame, d.schema, "smollm2-135m", mode="scoring", few_shot=d.few_shot,
@@ -228,6 +230,13 @@ def test_calibrated_configuration_is_the_validation_fitted_bias_applied_to_test_
     row = conf.table.set_index("configuration").loc["fixed few-shot, scoring calibrated"]
     assert row["accuracy"] == pytest.approx(np.mean(np.array(want) == d.evalset.label.to_numpy()), abs=1e-4)
     assert "24 validation reports" in " ".join(conf.notes)
+    orun = engine.label_frame_orders(d.evalset, d.schema, "smollm2-135m", orders=3, few_shot=d.few_shot,
+                                     progress=False)
+    assert orun.stats["cache_hits"] == 3 * len(d.evalset)  # the configuration ran the same three prompts
+    got = conf.predictions[("smollm2-135m", "few-shot/orders")].set_index("report_id").loc[d.evalset.report_id]
+    assert got.label.tolist() == orun.answers.set_index("report_id").loc[d.evalset.report_id].label.tolist()
+    row = conf.table.set_index("configuration").loc["fixed few-shot, scoring over 3 option orders"]
+    assert row["accuracy"] == pytest.approx(np.mean(got.label.to_numpy() == d.evalset.label.to_numpy()), abs=1e-4)
     fig = conf.figure(d)
     assert len(fig.axes[0].lines) >= 4  # the published rows as reference lines
 

@@ -143,3 +143,26 @@ def test_state_bias_is_the_category_bias_over_every_report_and_finding():
     assert np.allclose(want, planted, atol=0.4)
     with pytest.raises(ValueError, match="lack state probabilities"):
         fit_state_bias(ans.drop(columns=["p_present__a"]), truth, ids)
+
+
+def test_option_orders_are_distinct_permutations_and_refuse_too_many():
+    from radpriv.llm.prompts import option_orders
+
+    orders = option_orders(7, 5)
+    assert orders[0] == list(range(7)) and orders[1] == list(range(7))[::-1]
+    assert all(sorted(o) == list(range(7)) for o in orders) and len({tuple(o) for o in orders}) == 5
+    assert option_orders(7, 3)[2] == [0, 3, 6, 2, 5, 1, 4]  # stride 3: every letter moves
+    with pytest.raises(ValueError, match=r"orders=3: 2 categories have 1 to 2 option orders"):
+        option_orders(2, 3)
+    with pytest.raises(ValueError, match="orders=0"):
+        option_orders(7, 0)
+
+
+def test_option_orders_refuse_multilabel_and_template_mode_before_any_model_runs():
+    from radpriv.llm.engine import label_frame_orders
+
+    df = pd.DataFrame({"report_id": ["a"], "text": ["x"]})
+    with pytest.raises(ValueError, match="thumb is multi-label"):
+        label_frame_orders(df, "thumb", "no-such-model")
+    with pytest.raises(ValueError, match="use mode='scoring'"):
+        label_frame_orders(df, "cmr", "no-such-model", mode="template")

@@ -28,9 +28,10 @@ import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 from radpriv.progress import tqdm
 
@@ -203,6 +204,50 @@ def label_frame(frame: pd.DataFrame, schema: Schema | str, model: str | ModelSpe
     with guard(allow_hosts):
         return _label_frame(frame, schema, model, mode, cache, timeout, retries, concurrency, allow_hosts, few_shot,
                             params, progress, limit, backend_opts)
+
+
+class NoProbabilities(ValueError):
+    """Scoring answers without category probabilities (a server that reports no log-probabilities)."""
+
+
+def label_frame_orders(frame: pd.DataFrame, schema: Schema | str, model: str | ModelSpec, orders: int = 3,
+                       **kwargs) -> LabelRun:
+    """Single-label scoring averaged over ``orders`` orders of the categories (:func:`prompts.option_orders`):
+    each order lists the categories under other letters, so a model's preference for a letter or a position
+    is spread over different categories. Per report the category probabilities of the orders are averaged
+    (geometric mean, renormalised; ``p__<category>`` columns) and the label is the most probable category.
+    Costs ``orders`` scoring runs (each cached on its own prompt). A report that fails in any order is a
+    failure (with that order's reason); ``stats`` add the orders' seconds per report. ``kwargs``: as
+    :func:`label_frame` (mode is scoring)."""
+    schema = schema if isinstance(schema, Schema) else load_schema(schema)
+    if schema.task != "single":
+        raise ValueError(f"option orders average single-label scoring; {schema.name} is multi-label")
+    if kwargs.pop("mode", "scoring") != "scoring":
+        raise ValueError("option orders average scoring mode (the letters' probabilities); use mode='scoring'")
+    ids, runs = list(schema.ids), []
+    for o in prompts.option_orders(len(ids), int(orders)):
+        runs.append(label_frame(frame, replace(schema, findings=tuple(schema.findings[i] for i in o)), model,
+                                mode="scoring", **kwargs))
+    cols = [f"p__{c}" for c in ids]
+    for r in runs:
+        if not set(cols) <= set(r.answers.columns):
+            raise NoProbabilities(f"{r.stats['model']}: option orders need the categories' probabilities and this "
+                                  f"backend gives none ({r.stats.get('mode_fallback') or 'no p__ columns'}); "
+                                  "use template mode, or a backend that reports log-probabilities")
+    fail = pd.concat([r.failures for r in runs], ignore_index=True).drop_duplicates("report_id")
+    keep = [rid for rid in frame["report_id"].astype(str) if rid not in set(fail["report_id"].astype(str))]
+    logp = sum(np.log(np.clip(r.answers.assign(report_id=r.answers["report_id"].astype(str)).set_index("report_id")
+                              .loc[keep, cols].to_numpy(float), 1e-12, 1.0)) for r in runs) / len(runs)
+    p = np.exp(logp - logp.max(axis=1, keepdims=True)) if len(keep) else np.zeros((0, len(ids)))
+    p = p / p.sum(axis=1, keepdims=True) if len(keep) else p
+    answers = pd.DataFrame(p, columns=cols).assign(report_id=keep, label=[ids[j] for j in p.argmax(axis=1)])
+    stats = {**runs[0].stats, "option_orders": len(runs), "n_answers": len(answers), "n_failures": len(fail),
+             "seconds_per_report": round(sum(r.stats["seconds_per_report"] for r in runs), 3),
+             "cache_hits": sum(r.stats["cache_hits"] for r in runs),
+             **{k: round(sum(r.stats[k] for r in runs), 1) for k in ("prompt_tokens_per_report",
+                                                                       "prompt_tokens_total_per_report")},
+             "failure_reasons": fail["reason"].value_counts().to_dict()}
+    return LabelRun(answers[["report_id", "label", *cols]], fail.reset_index(drop=True), stats)
 
 
 def _label_frame(frame, schema, model, mode, cache, timeout, retries, concurrency, allow_hosts, few_shot, params,

@@ -108,6 +108,20 @@ def options(schema: Schema) -> list[str]:
     return list(SCORING_OPTIONS)
 
 
+def option_orders(n: int, k: int) -> list[list[int]]:
+    """``k`` orders of ``n`` options for order-averaged scoring: the schema's own order, its reverse, then the
+    strides ``i -> i*s mod n`` for each ``s`` coprime with ``n`` (2 < s < n-1), each a different permutation.
+    Refused (one line) when ``n`` options do not have ``k`` such orders."""
+    from math import gcd
+
+    orders = [list(range(n)), list(range(n))[::-1]]
+    orders += [[(i * s) % n for i in range(n)] for s in range(3, n - 1) if gcd(s, n) == 1]
+    distinct = [o for i, o in enumerate(orders) if o not in orders[:i]]
+    if not 1 <= k <= len(distinct):
+        raise ValueError(f"orders={k}: {n} categories have 1 to {len(distinct)} option orders here")
+    return distinct[:k]
+
+
 def user_message(report_text: str) -> str:
     return f"Report:\n{report_text.strip()}"
 

@@ -57,12 +57,16 @@ def from_frame(prompt_variant: str, train: pd.DataFrame, schema: Schema, retriev
 # ---------------------------------------------------------------------------------------------
 # prompt configurations (the `configurations` parameter of the LLM notebooks)
 # ---------------------------------------------------------------------------------------------
-HOWS = ("template", "scoring", "calibrated", "template-calibrated")
+HOWS = ("template", "scoring", "calibrated", "orders", "orders-calibrated", "template-calibrated")
+#: option orders a ``/orders`` configuration averages (:func:`radpriv.llm.engine.label_frame_orders`)
+ORDERS = 3
 
 
 def parse_configuration(spec: str) -> tuple[str, str, bool]:
     """``"<shots>"`` (template mode), ``"<shots>/scoring"`` (the option with the highest probability),
     ``"<shots>/calibrated"`` (scoring, the option prior corrected by a bias fitted on validation reports) or
+    ``"<shots>/orders"`` (single-label scoring averaged over :data:`ORDERS` orders of the categories; mode
+    ``orders``), ``"<shots>/orders-calibrated"`` (that average, calibrated) or
     ``"<shots>/template-calibrated"`` (template answers decoded with a per-state bias fitted on validation reports;
     multi-label) -> (shots, mode, calibrated); shots as :func:`radpriv.llm.retrieval.parse_shots` reads them
     (zero-shot, few-shot, knn:K)."""
@@ -71,13 +75,16 @@ def parse_configuration(spec: str) -> tuple[str, str, bool]:
     if how not in HOWS:
         raise ValueError(f"configuration {spec!r}: after '/' write {', '.join(HOWS[:-1])} or {HOWS[-1]} "
                          "(e.g. knn:4, few-shot/calibrated)")
-    mode = "scoring" if how in ("scoring", "calibrated") else "template"
-    return str(retrieval.parse_shots(shots)), mode, how in ("calibrated", "template-calibrated")
+    mode = {"scoring": "scoring", "calibrated": "scoring", "orders": "orders", "orders-calibrated": "orders"
+            }.get(how, "template")
+    return str(retrieval.parse_shots(shots)), mode, how.endswith("calibrated")
 
 
 def configuration_label(spec: str, retriever: str = "tfidf") -> str:
     """A configuration's readable name: 'fixed few-shot', '4 retrieved (tfidf), scoring calibrated', ..."""
     shots, mode, calibrated = parse_configuration(spec)
     how = {("scoring", True): ", scoring calibrated", ("scoring", False): ", scoring",
-           ("template", True): ", template calibrated", ("template", False): ""}[mode, calibrated]
+           ("template", True): ", template calibrated", ("template", False): "",
+           ("orders", False): f", scoring over {ORDERS} option orders",
+           ("orders", True): f", scoring over {ORDERS} option orders calibrated"}[mode, calibrated]
     return retrieval.parse_shots(shots).label(retriever) + how

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Sequence
 
 import pandas as pd
@@ -233,11 +234,15 @@ def configurations(d: Design, configs: Sequence[str], models: Sequence[str] | No
                 shots_cache[shots] = prompting.few_shot(shots, d.dataset, d.schema, d.retriever, d.examples_from,
                                                         seed=seed, eval_splits=d.eval_splits)
             few = shots_cache[shots]
-            run = engine.label_frame(d.evalset, d.schema, spec, mode=mode, few_shot=few, allow_hosts=allow_hosts,
-                                     progress=progress)
+            label = (partial(engine.label_frame_orders, orders=prompting.ORDERS) if mode == "orders"
+                     else partial(engine.label_frame, mode=mode))
+            try:
+                run = label(d.evalset, d.schema, spec, few_shot=few, allow_hosts=allow_hosts, progress=progress)
+            except engine.NoProbabilities as exc:
+                notes.append(f"_{spec.name}, {name}: not compared: {exc}._")
+                continue
             if calibrated:
-                vrun = engine.label_frame(val, d.schema, spec, mode=mode, few_shot=few, allow_hosts=allow_hosts,
-                                          progress=progress)
+                vrun = label(val, d.schema, spec, few_shot=few, allow_hosts=allow_hosts, progress=progress)
                 cols = [f"p__{c}" for c in d.schema.ids]
                 if not set(cols) <= set(run.answers.columns) & set(vrun.answers.columns):
                     why = run.stats.get("mode_fallback") or "its answers carry no category probabilities"
@@ -261,6 +266,10 @@ def configurations(d: Design, configs: Sequence[str], models: Sequence[str] | No
     notes[:0] = [f"Every configuration reads the same {len(d.evalset)} evaluation reports; examples come from "
              f"{'`' + d.examples_from + '`' if d.examples_from else d.dataset.name}'s training split. Seconds per "
              "report as measured when the answer was computed (cached answers keep their time)."]
+    if any(mode == "orders" for _, _, mode, _ in parsed):
+        notes.append(f"Option orders: the categories listed under their letters in {prompting.ORDERS} orders (the "
+                     "schema's, reversed, every third), one scoring run each; the letters' probabilities mapped back "
+                     "to the categories and averaged (geometric mean); seconds per report add the runs.")
     if any(cal for *_, cal in parsed):
         notes.append(f"Calibrated: a per-category bias on the letters' log-probabilities fitted on the "
                      f"{len(val)} validation reports (`evaluate.fit_category_bias`), applied unchanged.")

@@ -223,6 +223,9 @@ def configurations(d: Design, configs: Sequence[str], rules: Mapping[str, str] |
     rows, exts, notes, biases = [], {}, [], {}
     for c in configs:
         shots, mode, calibrated = prompting.parse_configuration(c)
+        if mode == "orders":
+            raise ValueError(f"configuration {c!r}: option orders average the categories of a single-label schema "
+                             "(Study 1); findings are multi-label: write <shots>/scoring or <shots>/template-calibrated")
         dv = variant(d, shots, mode)
         if calibrated:
             runs, b = calibrated_extract(dv, allow_hosts, timeout, progress)
