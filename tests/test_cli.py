@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -173,3 +174,35 @@ def test_label_end_to_end_with_smollm2(capsys, isolated, monkeypatch):
     # a re-run is served from the cache and gives the same answers
     code, stdout2, _ = run(capsys, *argv)
     assert code == 0 and pd.read_csv(out).equals(answers)
+
+
+def test_label_orders_refusals_name_the_flag_and_the_fix(capsys, isolated, monkeypatch):
+    """--orders goes with --mode scoring and a single-label schema, and asks for a possible number of orders;
+    each refusal is one line, before any model is loaded."""
+    monkeypatch.setenv("RADPRIV_MODELS", str(REAL_MODELS))
+    if not (REAL_MODELS / "smollm2-135m-instruct.Q4_1.gguf").exists():
+        pytest.skip("smollm2-135m not fetched (run `make models`)")
+    base = ["label", "--model", "smollm2-135m", "--out", str(isolated / "o.csv"), "--limit", "2", "--quiet"]
+    code, _, err = run(capsys, *base, "--manifest", "synthetic_cmr", "--orders", "3")
+    assert code == 2 and "--orders 3: option orders average scoring mode" in err and "add --mode scoring" in err
+    code, _, err = run(capsys, *base, "--manifest", "synthetic_thumb", "--orders", "3", "--mode", "scoring")
+    assert code == 2 and "schema thumb is multi-label" in err and "drop --orders" in err
+    code, _, err = run(capsys, *base, "--manifest", "synthetic_cmr", "--orders", "40", "--mode", "scoring")
+    assert code == 2 and "--orders 40: orders=40: 7 categories have 1 to" in err and "schema cmr" in err
+    assert not (isolated / "o.csv").exists()
+
+
+@pytest.mark.slow
+def test_label_orders_with_smollm2_writes_averaged_probabilities(capsys, isolated, monkeypatch):
+    monkeypatch.setenv("RADPRIV_MODELS", str(REAL_MODELS))
+    if not (REAL_MODELS / "smollm2-135m-instruct.Q4_1.gguf").exists():
+        pytest.skip("smollm2-135m not fetched (run `make models`)")
+    out = isolated / "orders.csv"
+    code, stdout, err = run(capsys, "label", "--manifest", "synthetic_cmr", "--model", "smollm2-135m", "--out",
+                            str(out), "--limit", "3", "--split", "test", "--quiet", "--mode", "scoring", "--orders", "3")
+    assert code == 0, err
+    a = pd.read_csv(out)
+    cols = [c for c in a.columns if c.startswith("p__")]
+    assert len(a) == 3 and len(cols) == 7 and "option_orders=3" in stdout
+    assert np.allclose(a[cols].sum(axis=1), 1.0)
+    assert a["label"].tolist() == [cols[j][3:] for j in a[cols].to_numpy().argmax(axis=1)]

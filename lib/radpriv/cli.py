@@ -278,8 +278,26 @@ def cmd_label(args) -> int:
         model_path(spec)  # fetched and verified? (fast: sidecar) -- say so before loading data
     ds = load_dataset(args.manifest)
     schema = load_schema(args.schema) if args.schema else ds.schema
+    if args.orders != 1:
+        if args.mode != "scoring":
+            raise _Usage(f"--orders {args.orders}: option orders average scoring mode (the letters' probabilities); "
+                         "add --mode scoring")
+        if schema.task != "single":
+            raise _Usage(f"--orders {args.orders}: schema {schema.name} is multi-label; option orders average the "
+                         "categories of a single-label schema: drop --orders")
+        from radpriv.llm.prompts import option_orders
+
+        try:  # refuse an impossible count before loading any model
+            option_orders(len(schema.ids), args.orders)
+        except ValueError as exc:
+            raise _Usage(f"--orders {args.orders}: {exc}; schema {schema.name}") from None
     frame = _selected_reports(ds, args)
-    from radpriv.llm.engine import label_frame
+    from functools import partial
+
+    from radpriv.llm.engine import label_frame, label_frame_orders
+
+    label = (partial(label_frame_orders, orders=args.orders) if args.orders != 1
+             else partial(label_frame, mode=args.mode))
 
     few_shot = _examples(args, ds, schema, frame)
     cache = None if args.no_cache else AnswerCache(args.cache)
@@ -287,7 +305,7 @@ def cmd_label(args) -> int:
     print(f"labeling {n} reports of {ds.name} with {spec.name} ({args.mode} mode, schema {schema.name}, "
           f"{args.shots.label(args.retriever)})", file=sys.stderr)
     with guard(args.allow_host) as net:  # (label_frame guards too; this records the whole command)
-        run = label_frame(frame, schema, spec, mode=args.mode, cache=cache, timeout=args.timeout,
+        run = label(frame, schema, spec, cache=cache, timeout=args.timeout,
                           retries=args.retries, concurrency=args.concurrency, allow_hosts=tuple(args.allow_host),
                           few_shot=few_shot, progress=not args.quiet)
     answers = _as_frame(run.answers, "answers")
@@ -508,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, metavar="labels.csv", help="answers CSV to write")
     x.add_argument("--mode", choices=("template", "scoring"), default="template",
                    help="template: the model writes the JSON answer; scoring: per-finding log-probabilities")
+    x.add_argument("--orders", type=int, default=1, metavar="N",
+                   help="with --mode scoring, single-label schemas: ask once per N orders of the categories and "
+                        "average their probabilities (a small model's letter preference no longer decides)")
     x.add_argument("--shots", type=_shots, default="zero-shot", metavar="S",
                    help="examples before each report: zero-shot (default), few-shot (one fixed training report per "
                         "category) or knn:K (the K most similar training reports, the most similar last), e.g. knn:4")
@@ -584,6 +605,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     for mod, names in (("radpriv.models.registry", ("RegistryError", "ModelLoadError")),
                        ("radpriv.models.fetch", ("FetchError",)),
                        ("radpriv.netguard", ("NetworkPolicyError", "EndpointError")), ("radpriv.llm.cache", ("CacheError",)),
+                       ("radpriv.llm.engine", ("NoProbabilities",)),
                        ("radpriv.data.errors", ("DataError",)), ("radpriv.schemas", ("SchemaError",)),
                        ("radpriv.baselines.rules", ("RuleError",))):
         m = sys.modules.get(mod)  # only modules that were loaded can have raised
