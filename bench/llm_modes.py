@@ -82,6 +82,25 @@ def aucs(y: np.ndarray, p: np.ndarray) -> tuple[float, float, int]:
     return (float(np.mean(per)) if per else float("nan")), float(micro), len(per)
 
 
+def single_label_rows(test: pd.DataFrame, val: pd.DataFrame, schema, base: dict, run, val_run,
+                      modes: tuple[str, str]) -> list[dict]:
+    """Accuracy and F1 of a single-label run's answers on ``test`` (row ``modes[0]``) and, given its validation
+    run, of the same answers after the letter prior is corrected on ``val`` (row ``modes[1]``)."""
+    base = {**base, "failures": int(run.stats["n_failures"]), "s_per_report": run.stats["seconds_per_report"]}
+
+    def row(mode: str, answers: pd.DataFrame, **extra) -> dict:
+        s = score_labels(test, fill_failures(test, answers, run.failures, schema), schema,
+                         n_resamples=0).set_index("metric")["value"]
+        return {**base, "mode": mode, **extra, "accuracy": s["accuracy"], "macro_f1": s["macro_f1"],
+                "weighted_f1": s["weighted_f1"]}
+
+    out = [row(modes[0], run.answers)]
+    if val_run is not None:
+        out.append(row(modes[1], calibrated_categories(val_run.answers, val, run.answers, list(schema.ids)),
+                       n_val=len(val)))
+    return out
+
+
 def run_dataset(name: str, model: str, modes: list[str], n_test: int, n_val: int, cache, opts, timeout,
                 shots_list: list[str] = ("zero-shot",), retriever: str = "tfidf", orders: int = 1) -> list[dict]:
     ds = load_dataset(name)
@@ -106,46 +125,28 @@ def run_dataset(name: str, model: str, modes: list[str], n_test: int, n_val: int
     for shots, mode in [(s, m) for s in shots_list for m in modes]:
         few = (examples_for_design(shots, ds.split("train"), schema, retriever, embed)
                if not ds.evaluation_only else None)
-        run = label_frame(test, schema, model, mode=mode, cache=cache, timeout=timeout, backend_opts=opts,
-                          few_shot=few, progress=True)
-        pred = fill_failures(test, run.answers, run.failures, schema)
-        sc = score_labels(test, pred, schema, n_resamples=0).set_index("metric")["value"]
+        kw = dict(cache=cache, timeout=timeout, backend_opts=opts, few_shot=few, progress=True)
+        run = label_frame(test, schema, model, mode=mode, **kw)
         base = {"dataset": name, "model": model, "shots": parse_shots(shots).label(retriever), "n_test": len(test),
                 "failures": int(run.stats["n_failures"]), "s_per_report": run.stats["seconds_per_report"],
                 "prompt_tokens": run.stats["prompt_tokens_per_report"],
                 "completion_tokens": run.stats["completion_tokens_per_report"]}
         label = "template" if mode == "template" else "scoring/argmax"
-        if single:
-            rows.append({**base, "mode": label, "accuracy": sc["accuracy"], "macro_f1": sc["macro_f1"],
-                         "weighted_f1": sc["weighted_f1"]})
-            if mode == "scoring" and len(val):  # the letter prior corrected on validation reports
-                vrun = label_frame(val, schema, model, mode=mode, cache=cache, timeout=timeout, backend_opts=opts,
-                                   few_shot=few, progress=True)
-                cal = fill_failures(test, calibrated_categories(vrun.answers, val, run.answers, ids), run.failures,
-                                    schema)
-                c = score_labels(test, cal, schema, n_resamples=0).set_index("metric")["value"]
-                rows.append({**base, "mode": "scoring/calibrated", "n_val": len(val), "accuracy": c["accuracy"],
-                             "macro_f1": c["macro_f1"], "weighted_f1": c["weighted_f1"]})
-            print(pd.DataFrame(rows[-2:] if mode == "scoring" and len(val) else rows[-1:]).to_string(index=False),
-                  flush=True)
-            if mode == "scoring" and orders > 1:  # the letters' probabilities averaged over option orders
-                kw = dict(cache=cache, timeout=timeout, backend_opts=opts, few_shot=few, progress=True)
+        if single:  # in scoring mode also the letter prior corrected on validation reports, and option orders
+            scoring_val = mode == "scoring" and len(val)
+            new = single_label_rows(test, val, schema, base, run,
+                                    label_frame(val, schema, model, mode=mode, **kw) if scoring_val else None,
+                                    (label, "scoring/calibrated"))
+            if mode == "scoring" and orders > 1:
                 orun = label_frame_orders(test, schema, model, orders=orders, **kw)
-                s = score_labels(test, fill_failures(test, orun.answers, orun.failures, schema), schema,
-                                 n_resamples=0).set_index("metric")["value"]
-                obase = {**base, "failures": int(orun.stats["n_failures"]),
-                         "s_per_report": orun.stats["seconds_per_report"]}
-                rows.append({**obase, "mode": f"scoring/{orders} orders", "accuracy": s["accuracy"],
-                             "macro_f1": s["macro_f1"], "weighted_f1": s["weighted_f1"]})
-                if len(val):
-                    ovrun = label_frame_orders(val, schema, model, orders=orders, **kw)
-                    cal = fill_failures(test, calibrated_categories(ovrun.answers, val, orun.answers, ids),
-                                        orun.failures, schema)
-                    c = score_labels(test, cal, schema, n_resamples=0).set_index("metric")["value"]
-                    rows.append({**obase, "mode": f"scoring/{orders} orders calibrated", "n_val": len(val),
-                                 "accuracy": c["accuracy"], "macro_f1": c["macro_f1"], "weighted_f1": c["weighted_f1"]})
-                print(pd.DataFrame(rows[-2:] if len(val) else rows[-1:]).to_string(index=False), flush=True)
+                new += single_label_rows(test, val, schema, base, orun,
+                                         label_frame_orders(val, schema, model, orders=orders, **kw) if len(val)
+                                         else None, (f"scoring/{orders} orders", f"scoring/{orders} orders calibrated"))
+            rows += new
+            print(pd.DataFrame(new).to_string(index=False), flush=True)
             continue
+        pred = fill_failures(test, run.answers, run.failures, schema)
+        sc = score_labels(test, pred, schema, n_resamples=0).set_index("metric")["value"]
         base.update({"present_calls": int(binarize(pred, ids).sum()), "present_true": int(yt.sum())})
         rows.append({**base, "mode": label, "weighted_f1": sc["weighted_f1"], "macro_f1": sc["macro_f1"]})
         if mode == "scoring":
@@ -153,8 +154,7 @@ def run_dataset(name: str, model: str, modes: list[str], n_test: int, n_val: int
             auc_macro, auc_micro, n_auc = aucs(yt, pt)
             rows[-1].update({"auc_macro": auc_macro, "auc_micro": auc_micro, "auc_findings": n_auc})
         if mode == "scoring" and len(val):
-            vrun = label_frame(val, schema, model, mode=mode, cache=cache, timeout=timeout, backend_opts=opts,
-                               few_shot=few, progress=True)
+            vrun = label_frame(val, schema, model, mode=mode, **kw)
             yv, pv = binarize(val, ids), p_present(vrun.answers, val, ids)
             t = choose_threshold(yv, pv)
             yp = (pt >= t).astype(int)

@@ -21,6 +21,14 @@ def isolated(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture
+def real_smol(monkeypatch):
+    """The fetched models directory (SmolLM2 in it), or a skip naming the fix."""
+    monkeypatch.setenv("RADPRIV_MODELS", str(REAL_MODELS))
+    if not (REAL_MODELS / "smollm2-135m-instruct.Q4_1.gguf").exists():
+        pytest.skip("smollm2-135m not fetched (run `make models`)")
+
+
 def run(capsys, *argv):
     code = main(list(argv))
     out, err = capsys.readouterr()
@@ -52,10 +60,7 @@ def test_models_list_shows_bundled_models_and_status(capsys):
     assert [r["name"] for r in rows] == ["minilm-l6"] and rows[0]["status"] == "not fetched"
 
 
-def test_models_list_marks_fetched_models_ready(capsys, monkeypatch):
-    monkeypatch.setenv("RADPRIV_MODELS", str(REAL_MODELS))
-    if not (REAL_MODELS / "smollm2-135m-instruct.Q4_1.gguf").exists():
-        pytest.skip("smollm2-135m not fetched (run `make models`)")
+def test_models_list_marks_fetched_models_ready(capsys, real_smol):
     code, out, _ = run(capsys, "models", "list")
     row = next(line for line in out.splitlines() if line.startswith("smollm2-135m "))
     assert " ready " in row
@@ -155,12 +160,9 @@ def test_failures_path():
 
 
 @pytest.mark.slow
-def test_label_end_to_end_with_smollm2(capsys, isolated, monkeypatch):
+def test_label_end_to_end_with_smollm2(capsys, isolated, real_smol):
     """Real model, real engine: every input is accounted for and no non-loopback connection is opened."""
     import radpriv.llm.engine  # noqa: F401  (a broken engine must fail the suite, never skip it)
-    monkeypatch.setenv("RADPRIV_MODELS", str(REAL_MODELS))
-    if not (REAL_MODELS / "smollm2-135m-instruct.Q4_1.gguf").exists():
-        pytest.skip("smollm2-135m not fetched (run `make models`)")
     out = isolated / "labels.csv"
     argv = ["label", "--manifest", "synthetic_cmr", "--model", "smollm2-135m", "--out", str(out), "--limit", "3",
             "--split", "test", "--quiet"]
@@ -176,12 +178,9 @@ def test_label_end_to_end_with_smollm2(capsys, isolated, monkeypatch):
     assert code == 0 and pd.read_csv(out).equals(answers)
 
 
-def test_label_orders_refusals_name_the_flag_and_the_fix(capsys, isolated, monkeypatch):
+def test_label_orders_refusals_name_the_flag_and_the_fix(capsys, isolated, real_smol):
     """--orders goes with --mode scoring and a single-label schema, and asks for a possible number of orders;
     each refusal is one line, before any model is loaded."""
-    monkeypatch.setenv("RADPRIV_MODELS", str(REAL_MODELS))
-    if not (REAL_MODELS / "smollm2-135m-instruct.Q4_1.gguf").exists():
-        pytest.skip("smollm2-135m not fetched (run `make models`)")
     base = ["label", "--model", "smollm2-135m", "--out", str(isolated / "o.csv"), "--limit", "2", "--quiet"]
     code, _, err = run(capsys, *base, "--manifest", "synthetic_cmr", "--orders", "3")
     assert code == 2 and "--orders 3: option orders average scoring mode" in err and "add --mode scoring" in err
@@ -193,10 +192,7 @@ def test_label_orders_refusals_name_the_flag_and_the_fix(capsys, isolated, monke
 
 
 @pytest.mark.slow
-def test_label_orders_with_smollm2_writes_averaged_probabilities(capsys, isolated, monkeypatch):
-    monkeypatch.setenv("RADPRIV_MODELS", str(REAL_MODELS))
-    if not (REAL_MODELS / "smollm2-135m-instruct.Q4_1.gguf").exists():
-        pytest.skip("smollm2-135m not fetched (run `make models`)")
+def test_label_orders_with_smollm2_writes_averaged_probabilities(capsys, isolated, real_smol):
     out = isolated / "orders.csv"
     code, stdout, err = run(capsys, "label", "--manifest", "synthetic_cmr", "--model", "smollm2-135m", "--out",
                             str(out), "--limit", "3", "--split", "test", "--quiet", "--mode", "scoring", "--orders", "3")

@@ -235,11 +235,12 @@ def label_frame_orders(frame: pd.DataFrame, schema: Schema | str, model: str | M
                                   f"backend gives none ({r.stats.get('mode_fallback') or 'no p__ columns'}); "
                                   "use template mode, or a backend that reports log-probabilities")
     fail = pd.concat([r.failures for r in runs], ignore_index=True).drop_duplicates("report_id")
-    keep = [rid for rid in frame["report_id"].astype(str) if rid not in set(fail["report_id"].astype(str))]
+    failed = set(fail["report_id"].astype(str))
+    keep = [rid for rid in frame["report_id"].astype(str) if rid not in failed]
     logp = sum(np.log(np.clip(r.answers.assign(report_id=r.answers["report_id"].astype(str)).set_index("report_id")
                               .loc[keep, cols].to_numpy(float), 1e-12, 1.0)) for r in runs) / len(runs)
-    p = np.exp(logp - logp.max(axis=1, keepdims=True)) if len(keep) else np.zeros((0, len(ids)))
-    p = p / p.sum(axis=1, keepdims=True) if len(keep) else p
+    p = np.exp(logp - logp.max(axis=1, keepdims=True))  # (no rows left: shape (0, n) throughout)
+    p = p / p.sum(axis=1, keepdims=True)
     answers = pd.DataFrame(p, columns=cols).assign(report_id=keep, label=[ids[j] for j in p.argmax(axis=1)])
     stats = {**runs[0].stats, "option_orders": len(runs), "n_answers": len(answers), "n_failures": len(fail),
              "seconds_per_report": round(sum(r.stats["seconds_per_report"] for r in runs), 3),

@@ -268,7 +268,7 @@ def configurations(d: Design, configs: Sequence[str], models: Sequence[str] | No
              "report as measured when the answer was computed (cached answers keep their time)."]
     if any(mode == "orders" for _, _, mode, _ in parsed):
         notes.append(f"Option orders: the categories listed under their letters in {prompting.ORDERS} orders (the "
-                     "schema's, reversed, every third), one scoring run each; the letters' probabilities mapped back "
+                     "schema's, reversed, then strided through it), one scoring run each; the letters' probabilities mapped back "
                      "to the categories and averaged (geometric mean); seconds per report add the runs.")
     if any(cal for *_, cal in parsed):
         notes.append(f"Calibrated: a per-category bias on the letters' log-probabilities fitted on the "
