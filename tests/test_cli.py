@@ -24,6 +24,7 @@ def isolated(tmp_path, monkeypatch):
 @pytest.fixture
 def real_smol(monkeypatch):
     """The fetched models directory (SmolLM2 in it), or a skip naming the fix."""
+    import radpriv.llm.engine  # noqa: F401  (a broken engine must fail the suite, never skip it)
     monkeypatch.setenv("RADPRIV_MODELS", str(REAL_MODELS))
     if not (REAL_MODELS / "smollm2-135m-instruct.Q4_1.gguf").exists():
         pytest.skip("smollm2-135m not fetched (run `make models`)")
@@ -162,7 +163,6 @@ def test_failures_path():
 @pytest.mark.slow
 def test_label_end_to_end_with_smollm2(capsys, isolated, real_smol):
     """Real model, real engine: every input is accounted for and no non-loopback connection is opened."""
-    import radpriv.llm.engine  # noqa: F401  (a broken engine must fail the suite, never skip it)
     out = isolated / "labels.csv"
     argv = ["label", "--manifest", "synthetic_cmr", "--model", "smollm2-135m", "--out", str(out), "--limit", "3",
             "--split", "test", "--quiet"]

@@ -268,8 +268,8 @@ def configurations(d: Design, configs: Sequence[str], models: Sequence[str] | No
              "report as measured when the answer was computed (cached answers keep their time)."]
     if any(mode == "orders" for _, _, mode, _ in parsed):
         notes.append(f"Option orders: the categories listed under their letters in {prompting.ORDERS} orders (the "
-                     "schema's, reversed, then strided through it), one scoring run each; the letters' probabilities mapped back "
-                     "to the categories and averaged (geometric mean); seconds per report add the runs.")
+                     "schema's, reversed, then strided through it), one scoring run each; the letters' probabilities "
+                     "mapped back to the categories and averaged (geometric mean); seconds per report add the runs.")
     if any(cal for *_, cal in parsed):
         notes.append(f"Calibrated: a per-category bias on the letters' log-probabilities fitted on the "
                      f"{len(val)} validation reports (`evaluate.fit_category_bias`), applied unchanged.")
